@@ -1,0 +1,78 @@
+"""Sample text from a trained checkpoint, printing each character as it is generated.
+
+    python generate.py --temperature 0.8 --top_k 40
+    python generate.py --prompt "ROMEO:" --max_new_tokens 300 --num_samples 3
+
+Everything needed (architecture, weights, vocabulary) is inside the checkpoint.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from model import GPT, GPTConfig
+from tokenizer import CharTokenizer
+from train import CLIError, FlagParser, load_checkpoint, pick_device
+
+
+def parse_args(argv):
+    parser = FlagParser(description="Sample text from a trained checkpoint.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", default="out/best.pt", help="checkpoint written by train.py")
+    parser.add_argument("--prompt", default="\n", help="text the samples continue; every character must be in the model's vocabulary")
+    parser.add_argument("--max_new_tokens", type=int, default=500, help="characters to generate per sample")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; below 1 is safer, above 1 is wilder")
+    parser.add_argument("--top_k", type=int, default=40, help="sample only among the k most likely characters (clamped to the vocabulary size)")
+    parser.add_argument("--num_samples", type=int, default=1, help="how many samples to print")
+    parser.add_argument("--seed", type=int, default=1337, help="random seed: the same seed gives the same text")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto picks cuda, then mps, then cpu")
+    args = parser.parse_args(argv)
+    if args.temperature < 0:
+        raise CLIError(f"--temperature must be >= 0 (0 means greedy), got {args.temperature}")
+    if args.top_k < 1:
+        raise CLIError(f"--top_k must be at least 1, got {args.top_k}")
+    if args.max_new_tokens < 0 or args.num_samples < 1:
+        raise CLIError("--max_new_tokens must be >= 0 and --num_samples >= 1")
+    return args
+
+
+def main(argv=None) -> int:
+    """Command-line entry point: load the checkpoint, then stream samples to stdout."""
+    try:
+        args = parse_args(argv)
+        checkpoint = load_checkpoint(Path(args.checkpoint))
+        device, _ = pick_device(args.device)
+        tokenizer = CharTokenizer(checkpoint["vocab"])
+        unknown = tokenizer.unknown(args.prompt)
+        if unknown:
+            raise CLIError("the prompt has characters the model never saw: " + " ".join(repr(c) for c in unknown)
+                           + "; remove them or train on text that contains them")
+        if not args.prompt:
+            raise CLIError("--prompt must not be empty (the default is a newline)")
+
+        model = GPT(GPTConfig(**checkpoint["model_config"]))
+        model.load_state_dict(checkpoint["model"])
+        model.to(device).eval()
+
+        generator = torch.Generator().manual_seed(args.seed)  # sampling draws on CPU, so this is device-independent
+        prompt = torch.tensor([tokenizer.encode(args.prompt).tolist()], dtype=torch.long, device=device)  # (1, T)
+        for i in range(args.num_samples):
+            if i:
+                print("\n" + "-" * 40)
+            sys.stdout.write(args.prompt)
+            for idx_next in model.generate_tokens(prompt, args.max_new_tokens, args.temperature, args.top_k, generator):
+                sys.stdout.write(tokenizer.decode(idx_next[0].tolist()))
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+        return 0
+    except CLIError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

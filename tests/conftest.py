@@ -1,0 +1,45 @@
+"""Shared fixtures: a small training text, the real corpus when present, and a tiny-config training helper."""
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the scripts live at the top level, not in a package
+
+import train  # noqa: E402
+
+# A model small enough that a few optimizer steps take well under a second on one CPU core.
+TINY_FLAGS = ["--preset", "tiny", "--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--block_size", "32",
+              "--batch_size", "8", "--eval_iters", "2", "--sample_chars", "0", "--device", "cpu"]
+
+
+@pytest.fixture
+def small_text(tmp_path) -> Path:
+    """A ~20k-character UTF-8 text with a 40-odd character vocabulary."""
+    lines = ["To be, or not to be: that is the question.", "All the world's a stage,",
+             "And all the men and women merely players;", "Now is the winter of our discontent!"]
+    path = tmp_path / "small.txt"
+    path.write_text("\n".join(lines[i % len(lines)] for i in range(500)) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_path() -> Path:
+    """Tiny Shakespeare where train.py looks for it; .ci/run puts it there. Skipped when absent (offline clone)."""
+    if not train.DEFAULT_DATA.exists():
+        pytest.skip(f"Tiny Shakespeare not at {train.DEFAULT_DATA} (run `python train.py` once online to fetch it)")
+    return train.DEFAULT_DATA
+
+
+def run_train(data: Path, out_dir: Path, *extra: str) -> int:
+    """Run train.main with the tiny flags on data into out_dir; returns the exit code."""
+    return train.main(["--data", str(data), "--out_dir", str(out_dir), *TINY_FLAGS, *extra])
+
+
+def read_metrics(out_dir: Path) -> list[dict]:
+    """The rows of out_dir/metrics.csv as dicts of floats."""
+    with open(out_dir / "metrics.csv", newline="", encoding="utf-8") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -1,0 +1,95 @@
+"""generate.py and the command line end to end: train a tiny model, then sample from it."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import generate
+from conftest import ROOT, TINY_FLAGS, run_train
+
+
+@pytest.fixture
+def trained(small_text, tmp_path_factory):
+    """A tiny model trained for a few steps; returns its out_dir."""
+    out_dir = tmp_path_factory.mktemp("run")
+    assert run_train(small_text, out_dir, "--max_iters", "6", "--eval_interval", "3") == 0
+    return out_dir
+
+
+def test_prints_exactly_the_requested_number_of_characters(trained, capsys):
+    capsys.readouterr()
+    assert generate.main(["--checkpoint", str(trained / "best.pt"), "--prompt", "To be", "--max_new_tokens", "57"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("To be") and out.endswith("\n")
+    assert len(out) == len("To be") + 57 + 1
+
+
+def test_same_seed_same_text_and_greedy_ignores_seed(trained, capsys):
+    def sample(*flags):
+        capsys.readouterr()
+        assert generate.main(["--checkpoint", str(trained / "best.pt"), "--max_new_tokens", "80", *flags]) == 0
+        return capsys.readouterr().out
+
+    assert sample("--seed", "1") == sample("--seed", "1")
+    assert sample("--seed", "1", "--temperature", "1.5") != sample("--seed", "2", "--temperature", "1.5")
+    assert sample("--seed", "1", "--temperature", "0") == sample("--seed", "2", "--top_k", "1")
+
+
+def test_several_samples_are_separated(trained, capsys):
+    capsys.readouterr()
+    assert generate.main(["--checkpoint", str(trained / "best.pt"), "--max_new_tokens", "10", "--num_samples", "3"]) == 0
+    assert capsys.readouterr().out.count("-" * 40) == 2
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--prompt", "Zebra ±"], "'Z' '±'"),
+    (["--temperature", "-1"], "--temperature must be >= 0"),
+    (["--top_k", "0"], "--top_k must be at least 1"),
+    (["--checkpoint", "nowhere/best.pt"], "train one first"),
+])
+def test_user_errors_are_one_line(trained, capsys, flags, expected):
+    capsys.readouterr()
+    code = generate.main(["--checkpoint", str(trained / "best.pt"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and expected in err
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated zip"])
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, capsys, content):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(content)
+    assert generate.main(["--checkpoint", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err
+
+
+def test_a_truncated_checkpoint_is_refused(trained, tmp_path, capsys):
+    data = (trained / "best.pt").read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    assert generate.main(["--checkpoint", str(cut)]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_scripts_end_to_end_as_subprocesses(small_text, tmp_path):
+    """What a user types: python train.py ..., then python generate.py ..., in fresh interpreters."""
+    out_dir = tmp_path / "out"
+    run = subprocess.run([sys.executable, "train.py", "--data", str(small_text), "--out_dir", str(out_dir), *TINY_FLAGS,
+                          "--max_iters", "20", "--eval_interval", "10", "--sample_chars", "40"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "step    20" in run.stdout and "sample from the final model" in run.stdout
+    gen = subprocess.run([sys.executable, "generate.py", "--checkpoint", str(out_dir / "best.pt"),
+                          "--max_new_tokens", "120", "--temperature", "0.8", "--top_k", "40"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert gen.returncode == 0, gen.stderr
+    assert len(gen.stdout) == 1 + 120 + 1  # the newline prompt, the sample, a final newline
+    vocab = torch.load(out_dir / "best.pt", weights_only=True)["vocab"]
+    assert set(gen.stdout) <= set(vocab)
+    bad = subprocess.run([sys.executable, "generate.py", "--checkpoint", str(tmp_path / "missing.pt")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1

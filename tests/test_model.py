@@ -1,0 +1,160 @@
+"""model.py: shapes, initial loss, causality, attention reference, parameter counts, learning, sampling."""
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import GPT, PRESETS, CausalSelfAttention, GPTConfig, sample_next_token
+
+SMALL = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+
+
+def closed_form_params(c: GPTConfig) -> int:
+    """Parameter count from the architecture alone; the head shares the token embedding so it adds nothing."""
+    C, bias = c.n_embd, int(c.bias)
+    layer_norm = C + bias * C
+    per_block = (2 * layer_norm + (C * 3 * C + bias * 3 * C) + (C * C + bias * C)
+                 + (C * 4 * C + bias * 4 * C) + (4 * C * C + bias * C))
+    return c.vocab_size * C + c.block_size * C + c.n_layer * per_block + layer_norm
+
+
+def test_forward_shapes():
+    model = GPT(SMALL)
+    idx = torch.randint(65, (3, 17))
+    logits, loss = model(idx)
+    assert logits.shape == (3, 17, 65)
+    assert loss is None
+    _, loss = model(idx, idx)
+    assert loss.shape == ()
+
+
+def test_sequence_longer_than_block_size_is_a_clear_error():
+    with pytest.raises(ValueError, match="block_size 32"):
+        GPT(SMALL)(torch.zeros((1, 33), dtype=torch.long))
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_initial_loss_is_that_of_a_uniform_guess(name):
+    torch.manual_seed(0)
+    model = GPT(replace(PRESETS[name], vocab_size=65, block_size=64)).eval()
+    idx = torch.randint(65, (4, 64))
+    _, loss = model(idx, torch.randint(65, (4, 64)))
+    assert abs(loss.item() - math.log(65)) < 0.1
+
+
+def test_changing_a_later_token_leaves_earlier_logits_unchanged():
+    torch.manual_seed(0)
+    model = GPT(SMALL).eval()
+    idx = torch.randint(65, (1, 20))
+    t = 9
+    changed = idx.clone()
+    changed[0, t + 1] = (idx[0, t + 1] + 1) % 65
+    before, _ = model(idx)
+    after, _ = model(changed)
+    assert torch.equal(before[:, : t + 1], after[:, : t + 1])
+    assert not torch.allclose(before[:, t + 1], after[:, t + 1])
+
+
+def test_sdpa_attention_equals_explicit_masked_softmax():
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(replace(SMALL, n_head=4)).eval()
+    x = torch.randn(2, 11, 32)
+    B, T, C = x.shape
+    hs = C // 4
+    q, k, v = attn.c_attn(x).split(C, dim=2)
+    q, k, v = (t.view(B, T, 4, hs).transpose(1, 2) for t in (q, k, v))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (B, nh, T, T)
+    scores = scores.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf"))
+    reference = attn.c_proj((F.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, C))
+    assert torch.allclose(attn(x), reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", [*[replace(p, vocab_size=65) for p in PRESETS.values()], replace(SMALL, bias=False)])
+def test_parameter_count_matches_closed_form(config):
+    assert GPT(config).num_params() == closed_form_params(config)
+
+
+def test_head_is_tied_to_token_embedding():
+    model = GPT(SMALL)
+    assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_residual_projections_start_smaller():
+    torch.manual_seed(0)
+    model = GPT(replace(SMALL, n_embd=128, n_layer=8, n_head=4))
+    proj_std = model.transformer.h[0].attn.c_proj.weight.std().item()
+    fc_std = model.transformer.h[0].mlp.c_fc.weight.std().item()
+    assert fc_std == pytest.approx(0.02, rel=0.05)
+    assert proj_std == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
+
+
+def test_dropout_only_while_training():
+    torch.manual_seed(0)
+    model = GPT(replace(SMALL, dropout=0.5))
+    idx = torch.randint(65, (2, 16))
+    model.eval()
+    assert torch.equal(model(idx)[0], model(idx)[0])
+    model.train()
+    assert not torch.equal(model(idx)[0], model(idx)[0])
+
+
+def test_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    model = GPT(SMALL)
+    x = torch.randint(65, (4, 32))
+    y = torch.randint(65, (4, 32))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        _, loss = model(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05
+
+
+def test_temperature_zero_is_argmax():
+    logits = torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 2.9]])
+    assert sample_next_token(logits, 0.0, None).tolist() == [[1], [0]]
+
+
+def test_top_k_keeps_only_the_k_best_and_clamps_to_vocab():
+    logits = torch.tensor([[5.0, 4.0, 0.0, -1.0, 1.0]])
+    generator = torch.Generator().manual_seed(0)
+    draws = {sample_next_token(logits, 5.0, 2, generator).item() for _ in range(300)}
+    assert draws == {0, 1}
+    draws = {sample_next_token(logits, 100.0, 1000, generator).item() for _ in range(300)}  # k clamped to 5
+    assert draws == {0, 1, 2, 3, 4}
+
+
+@pytest.mark.parametrize("temperature, top_k", [(-0.1, None), (1.0, 0)])
+def test_sampling_rejects_bad_settings(temperature, top_k):
+    with pytest.raises(ValueError):
+        sample_next_token(torch.zeros(1, 5), temperature, top_k)
+
+
+def test_seeded_generation_repeats_and_top_k_one_is_greedy():
+    torch.manual_seed(0)
+    model = GPT(SMALL).eval()
+    start = torch.zeros((1, 1), dtype=torch.long)
+
+    def sample(seed, **kw):
+        return model.generate(start, 40, generator=torch.Generator().manual_seed(seed), **kw)
+
+    assert torch.equal(sample(7, temperature=1.0, top_k=10), sample(7, temperature=1.0, top_k=10))
+    assert not torch.equal(sample(7, temperature=1.0), sample(8, temperature=1.0))
+    assert torch.equal(sample(7, temperature=1.0, top_k=1), sample(8, temperature=0.0))
+
+
+def test_generation_past_block_size_uses_the_last_block_size_tokens():
+    torch.manual_seed(0)
+    model = GPT(SMALL).eval()
+    start = torch.randint(65, (2, 30))
+    out = model.generate(start, 10, temperature=0.0)
+    assert out.shape == (2, 40)
+    assert torch.equal(out[:, :30], start)
+    # The last token must be the greedy choice given only the 32 tokens before it.
+    logits, _ = model(out[:, -33:-1])
+    assert torch.equal(out[:, -1], logits[:, -1].argmax(-1))

@@ -1,0 +1,345 @@
+"""train.py: schedule, batches, download, checkpoints, resume, determinism, config resolution, bad input."""
+
+import functools
+import http.server
+import math
+import os
+import signal
+import socket
+import threading
+
+import pytest
+import torch
+
+import train
+from conftest import TINY_FLAGS, read_metrics, run_train
+from model import GPT, GPTConfig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# get_lr
+
+
+@pytest.mark.parametrize("warmup, max_iters", [(100, 5000), (10, 50), (0, 20), (30, 30)])
+def test_lr_schedule_properties(warmup, max_iters):
+    cfg = train.TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=warmup, max_iters=max_iters)
+    lrs = [train.get_lr(s, cfg) for s in range(max_iters + 1)]
+    assert lrs[0] > 0
+    assert max(lrs) == pytest.approx(cfg.learning_rate)
+    assert lrs[max(warmup - 1, 0)] == pytest.approx(cfg.learning_rate)  # peak at the end of warmup
+    assert lrs[max_iters] == pytest.approx(cfg.min_lr)
+    after = lrs[warmup:]
+    assert all(a >= b for a, b in zip(after, after[1:]))  # non-increasing after warmup
+    assert min(lrs) >= cfg.min_lr or warmup > 0
+
+
+def test_warmup_rises_linearly():
+    cfg = train.TrainConfig(learning_rate=1e-3, warmup_iters=100)
+    assert train.get_lr(0, cfg) == pytest.approx(1e-5)
+    assert train.get_lr(49, cfg) == pytest.approx(5e-4)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data
+
+
+def test_batches_are_windows_with_targets_shifted_by_one():
+    data = torch.arange(1000)
+    x, y = train.get_batch(data, 16, 5, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (5, 16)
+    assert torch.equal(y[:, :-1], x[:, 1:])
+    assert torch.equal(x[:, 1:] - x[:, :-1], torch.ones(5, 15, dtype=torch.long))  # contiguous windows
+
+
+def test_batches_reach_the_last_token_and_no_further():
+    data = torch.arange(20)
+    seen = set()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        x, y = train.get_batch(data, 8, 4, generator)
+        seen.update(y.flatten().tolist())
+    assert max(seen) == 19
+
+
+def test_split_is_first_90_percent_then_last_10():
+    train_ids, val_ids = train.split_data(torch.arange(1000))
+    assert train_ids.tolist() == list(range(900))
+    assert val_ids.tolist() == list(range(900, 1000))
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """Serve a folder over HTTP on 127.0.0.1; yields (folder, base_url)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_good_file(http_dir, tmp_path):
+    served, url = http_dir
+    payload = "First Citizen:\nBefore we proceed any further, hear me speak.\n".encode()
+    (served / "input.txt").write_bytes(payload)
+    target = tmp_path / "data" / "corpus.txt"
+    train.download(f"{url}/input.txt", target, train.hashlib.sha256(payload).hexdigest())
+    assert target.read_bytes() == payload
+    assert sorted(p.name for p in target.parent.iterdir()) == ["corpus.txt"]  # no temporary file left behind
+
+
+def test_download_wrong_checksum_saves_nothing(http_dir, tmp_path):
+    served, url = http_dir
+    (served / "input.txt").write_text("not the real corpus", encoding="utf-8")
+    target = tmp_path / "data" / "corpus.txt"
+    with pytest.raises(train.CLIError, match="sha256") as e:
+        train.download(f"{url}/input.txt", target, train.DATA_SHA256)
+    assert e.value.code != 0
+    assert not target.exists() and not target.with_name("corpus.txt.part").exists()
+
+
+def test_download_unreachable_names_the_fix(tmp_path):
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    target = tmp_path / "corpus.txt"
+    with pytest.raises(train.CLIError, match="--data PATH") as e:
+        train.download(f"http://127.0.0.1:{port}/input.txt", target, train.DATA_SHA256, timeout=5)
+    assert str(target) in str(e.value)
+    assert not target.exists()
+
+
+def test_main_downloads_the_default_corpus_when_missing(http_dir, tmp_path, small_text, monkeypatch, capsys):
+    served, url = http_dir
+    payload = small_text.read_bytes()
+    (served / "input.txt").write_bytes(payload)
+    target = tmp_path / "data" / "tinyshakespeare.txt"
+    monkeypatch.setattr(train, "DEFAULT_DATA", target)
+    monkeypatch.setattr(train, "DATA_URL", f"{url}/input.txt")
+    monkeypatch.setattr(train, "DATA_SHA256", train.hashlib.sha256(payload).hexdigest())
+    code = train.main(["--out_dir", str(tmp_path / "out"), *TINY_FLAGS, "--max_iters", "2", "--eval_interval", "2"])
+    assert code == 0
+    assert target.read_bytes() == payload
+    assert "downloading" in capsys.readouterr().out
+
+
+def test_main_offline_without_corpus_says_where_to_put_it(tmp_path, monkeypatch, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    target = tmp_path / "data" / "tinyshakespeare.txt"
+    monkeypatch.setattr(train, "DEFAULT_DATA", target)
+    monkeypatch.setattr(train, "DATA_URL", f"http://127.0.0.1:{port}/input.txt")
+    code = train.main(["--out_dir", str(tmp_path / "out"), *TINY_FLAGS])
+    err = capsys.readouterr().err
+    assert code == train.EXIT_FAILED
+    assert err.count("\n") == 1 and str(target) in err and "--data" in err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# configuration
+
+
+def test_cpu_without_preset_gets_the_quick_defaults():
+    cfg, model_cfg = train.resolve_configs({}, torch.device("cpu"), 65, None)
+    assert cfg.preset == train.CPU_DEFAULTS["preset"]
+    assert cfg.max_iters == train.CPU_DEFAULTS["max_iters"]
+    assert model_cfg.n_layer == train.PRESETS[train.CPU_DEFAULTS["preset"]].n_layer
+    cfg, model_cfg = train.resolve_configs({"max_iters": 7}, torch.device("cpu"), 65, None)
+    assert cfg.max_iters == 7 and cfg.preset == train.CPU_DEFAULTS["preset"]  # a flag overrides one default only
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_accelerators_default_to_medium(device):
+    cfg, model_cfg = train.resolve_configs({}, torch.device(device), 65, None)
+    assert cfg.preset == "medium" and cfg.max_iters == 5000 and cfg.batch_size == 64
+    assert (model_cfg.n_layer, model_cfg.n_head, model_cfg.n_embd, model_cfg.block_size) == (6, 6, 384, 256)
+    assert model_cfg.dropout == 0.2
+
+
+def test_explicit_preset_and_model_overrides():
+    cfg, model_cfg = train.resolve_configs({"preset": "small", "n_layer": 3, "dropout": 0.0}, torch.device("cpu"), 50, None)
+    assert cfg.preset == "small" and cfg.max_iters == 5000
+    assert (model_cfg.n_layer, model_cfg.n_embd, model_cfg.dropout, model_cfg.vocab_size) == (3, 256, 0.0, 50)
+
+
+def test_every_config_field_is_a_flag():
+    flags = train.parse_flags(["--batch_size", "3", "--n_embd", "48", "--no-bias", "--resume"])
+    assert flags == {"batch_size": 3, "n_embd": 48, "bias": False, "resume": True}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# training runs, checkpoints, resume
+
+
+def _is_plain(value) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, (str, int)) and _is_plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, (torch.Tensor, str, int, float, bool))
+
+
+def test_training_writes_checkpoints_and_metrics(small_text, tmp_path, capsys):
+    assert run_train(small_text, tmp_path, "--max_iters", "8", "--eval_interval", "4") == 0
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == [0, 4, 8]
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"]
+    vocab_size = len(set(small_text.read_text(encoding="utf-8")))
+    assert rows[0]["val_loss"] == pytest.approx(math.log(vocab_size), abs=0.1)  # untrained: a uniform guess
+    out = capsys.readouterr().out
+    assert "device: cpu" in out and "best val loss" in out
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert _is_plain(last) and _is_plain(best)
+    assert last["step"] == 8 and "optimizer" in last and "rng" in last
+    assert best["best_val_loss"] == last["best_val_loss"] == pytest.approx(min(r["val_loss"] for r in rows), rel=1e-5)
+    assert last["vocab"] == "".join(sorted(set(small_text.read_text(encoding="utf-8"))))
+
+
+def test_checkpoint_round_trip_gives_identical_logits(small_text, tmp_path):
+    text = small_text.read_text(encoding="utf-8")
+    tokenizer = train.CharTokenizer.from_text(text)
+    ids = torch.from_numpy(tokenizer.encode(text).astype("int64"))
+    cfg = train.TrainConfig(out_dir=str(tmp_path), max_iters=6, eval_interval=3, eval_iters=1, batch_size=4)
+    model_cfg = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    result = train.train(cfg, model_cfg, tokenizer, ids, torch.device("cpu"), torch.float32)
+    checkpoint = train.load_checkpoint(tmp_path / "last.pt")
+    restored = GPT(GPTConfig(**checkpoint["model_config"]))
+    restored.load_state_dict(checkpoint["model"])
+    idx = ids[:16][None]
+    assert torch.equal(result["model"].eval()(idx)[0], restored.eval()(idx)[0])
+
+
+def test_same_seed_same_losses(small_text, tmp_path):
+    assert run_train(small_text, tmp_path / "a", "--max_iters", "6", "--eval_interval", "3", "--dropout", "0.1") == 0
+    assert run_train(small_text, tmp_path / "b", "--max_iters", "6", "--eval_interval", "3", "--dropout", "0.1") == 0
+    a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
+    assert [(r["train_loss"], r["val_loss"]) for r in a] == [(r["train_loss"], r["val_loss"]) for r in b]
+
+
+def _losses(rows):
+    return [(r["step"], r["train_loss"], r["val_loss"]) for r in rows]
+
+
+def test_resume_after_a_crash_gives_the_same_losses(small_text, tmp_path, monkeypatch):
+    flags = ["--max_iters", "12", "--eval_interval", "4", "--dropout", "0.1"]
+    assert run_train(small_text, tmp_path / "whole", *flags) == 0
+
+    real_get_lr = train.get_lr
+
+    def crash_at_step_10(step, cfg):
+        if step == 10:
+            raise RuntimeError("simulated crash")  # after the step-8 checkpoint, before the step-12 one
+        return real_get_lr(step, cfg)
+
+    monkeypatch.setattr(train, "get_lr", crash_at_step_10)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_train(small_text, tmp_path / "split", *flags)
+    monkeypatch.setattr(train, "get_lr", real_get_lr)
+    assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["step"] == 8
+    assert run_train(small_text, tmp_path / "split", *flags, "--resume") == 0
+    assert _losses(read_metrics(tmp_path / "split")) == _losses(read_metrics(tmp_path / "whole"))
+
+
+def test_ctrl_c_saves_and_resume_continues_exactly(small_text, tmp_path, monkeypatch, capsys):
+    flags = ["--max_iters", "12", "--eval_interval", "4"]
+    assert run_train(small_text, tmp_path / "whole", *flags) == 0
+
+    real_get_lr = train.get_lr
+
+    def ctrl_c_at_step_6(step, cfg):
+        if step == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_get_lr(step, cfg)
+
+    monkeypatch.setattr(train, "get_lr", ctrl_c_at_step_6)
+    assert run_train(small_text, tmp_path / "split", *flags) == train.EXIT_INTERRUPTED
+    assert "--resume" in capsys.readouterr().err
+    monkeypatch.setattr(train, "get_lr", real_get_lr)
+    assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["step"] == 7  # step 6 finished first
+    assert run_train(small_text, tmp_path / "split", *flags, "--resume") == 0
+    assert _losses(read_metrics(tmp_path / "split")) == _losses(read_metrics(tmp_path / "whole"))
+
+
+def test_resume_can_extend_a_finished_run(small_text, tmp_path):
+    assert run_train(small_text, tmp_path, "--max_iters", "4", "--eval_interval", "2") == 0
+    assert run_train(small_text, tmp_path, "--max_iters", "6", "--eval_interval", "2", "--resume") == 0
+    assert [r["step"] for r in read_metrics(tmp_path)] == [0, 2, 4, 6]
+
+
+def test_resume_refuses_a_different_model_shape(small_text, tmp_path, capsys):
+    assert run_train(small_text, tmp_path, "--max_iters", "2", "--eval_interval", "2") == 0
+    assert run_train(small_text, tmp_path, "--max_iters", "4", "--resume", "--n_embd", "64") == train.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--n_embd 64 (checkpoint has 32)" in err
+
+
+def test_a_new_run_does_not_overwrite_a_saved_one(small_text, tmp_path, capsys):
+    assert run_train(small_text, tmp_path, "--max_iters", "2", "--eval_interval", "2") == 0
+    before = (tmp_path / "last.pt").read_bytes()
+    assert run_train(small_text, tmp_path, "--max_iters", "2", "--eval_interval", "2") == train.EXIT_USAGE
+    assert "--resume" in capsys.readouterr().err
+    assert (tmp_path / "last.pt").read_bytes() == before
+    assert run_train(small_text, tmp_path, "--max_iters", "2", "--eval_interval", "2", "--overwrite") == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bad input: one line on stderr, non-zero exit, nothing saved is harmed
+
+
+def _bad_data(tmp_path, kind):
+    path = tmp_path / "bad"
+    if kind == "missing":
+        return path
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "empty":
+        path.write_text("", encoding="utf-8")
+    elif kind == "binary":
+        path.write_bytes(bytes(range(256)) * 40)
+    elif kind == "short":
+        path.write_text("too short for a 32-character window\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("kind, expected", [("missing", "does not exist"), ("directory", "is a directory"),
+                                            ("empty", "is empty"), ("binary", "not UTF-8"), ("short", "at least")])
+def test_unusable_data_files(tmp_path, capsys, kind, expected):
+    code = run_train(_bad_data(tmp_path, kind), tmp_path / "out", "--max_iters", "2")
+    err = capsys.readouterr().err
+    assert code == train.EXIT_USAGE
+    assert err.startswith("error: ") and err.count("\n") == 1 and expected in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--learning_rate", "0"], "--learning_rate must be positive"),
+    (["--batch_size", "-1"], "--batch_size must be positive"),
+    (["--max_iters", "0"], "--max_iters must be positive"),
+    (["--block_size", "0"], "--block_size must be positive"),
+    (["--dropout", "1.0"], "--dropout must be in [0, 1)"),
+    (["--n_embd", "30", "--n_head", "4"], "divisible"),
+    (["--preset", "huge"], "invalid choice"),
+    (["--device", "tpu"], "invalid choice"),
+    (["--batch_size", "many"], "invalid int value"),
+])
+def test_bad_flag_values(small_text, tmp_path, capsys, flags, expected):
+    code = run_train(small_text, tmp_path / "out", *flags)
+    err = capsys.readouterr().err
+    assert code == train.EXIT_USAGE
+    assert err.startswith("error: ") and err.count("\n") == 1 and expected in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_requesting_a_missing_device(small_text, tmp_path, capsys):
+    code = train.main(["--data", str(small_text), "--out_dir", str(tmp_path), "--device", "cuda"])
+    assert code == train.EXIT_USAGE
+    assert "no CUDA GPU" in capsys.readouterr().err

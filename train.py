@@ -1,0 +1,577 @@
+"""Train a character-level GPT on Tiny Shakespeare (or any UTF-8 text file).
+
+    python train.py                      # medium on a GPU / Apple MPS; a ~10-minute run on a CPU
+    python train.py --preset small --max_iters 2000
+    python train.py --resume             # continue out/last.pt where it stopped
+
+Read top to bottom: the training settings, the command line, device choice, data, the learning-rate schedule,
+evaluation, checkpoints, then `train()` — the loop itself — and `main()`.
+"""
+
+import argparse
+import csv
+import hashlib
+import math
+import os
+import signal
+import sys
+import time
+import types
+import typing
+import urllib.error
+import urllib.request
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from model import GPT, PRESETS, GPTConfig
+from tokenizer import CharTokenizer
+
+DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+DATA_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "tinyshakespeare.txt"
+
+# Exit codes: 2 for a problem with what the user passed (flags, files), 1 for a run that failed on its own,
+# 130 for Ctrl-C (the shell's convention for SIGINT).
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a training run that is not the architecture. Each field is also a command-line flag."""
+
+    data: str | None = field(default=None, metadata={"help": "UTF-8 text file to train on (default: Tiny Shakespeare in data/, downloaded on first use)"})
+    out_dir: str = field(default="out", metadata={"help": "folder for checkpoints and metrics.csv"})
+    preset: str | None = field(default=None, metadata={"help": "model size: tiny, small or medium (default: medium on GPU/MPS; a quick run on CPU)", "choices": list(PRESETS)})
+    resume: bool = field(default=False, metadata={"help": "continue the run in out_dir from last.pt"})
+    overwrite: bool = field(default=False, metadata={"help": "start a new run even if out_dir already holds one"})
+    batch_size: int = field(default=64, metadata={"help": "sequences per optimizer step"})
+    max_iters: int = field(default=5000, metadata={"help": "optimizer steps in the whole run"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate, reached at the end of warmup"})
+    min_lr: float = field(default=1e-4, metadata={"help": "learning rate at the end of the cosine decay"})
+    warmup_iters: int = field(default=100, metadata={"help": "steps of linear warmup from near 0 to learning_rate"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay, applied to 2-D weights only"})
+    beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    beta2: float = field(default=0.99, metadata={"help": "AdamW beta2"})
+    grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0 turns clipping off)"})
+    eval_interval: int = field(default=250, metadata={"help": "evaluate and checkpoint every this many steps"})
+    eval_iters: int = field(default=50, metadata={"help": "batches per split in each evaluation"})
+    log_interval: int = field(default=10, metadata={"help": "update the progress bar's loss every this many steps"})
+    sample_chars: int = field(default=300, metadata={"help": "characters to sample at the end of the run (0: none)"})
+    seed: int = field(default=1337, metadata={"help": "random seed: same seed and flags on CPU give the same losses"})
+    device: str = field(default="auto", metadata={"help": "auto picks cuda, then mps, then cpu", "choices": ["auto", "cpu", "cuda", "mps"]})
+    dtype: str = field(default="auto", metadata={"help": "auto: bfloat16 on GPUs that have it, float16 on older GPUs, float32 elsewhere", "choices": ["auto", "float32", "bfloat16", "float16"]})
+
+
+# What `python train.py` runs when the device is a CPU and no --preset was given: the medium preset would take many
+# hours there. Measured to finish in about 10 minutes on a 2-core machine (see README). Any flag overrides these.
+CPU_DEFAULTS = {"preset": "tiny", "max_iters": 1000, "batch_size": 32, "block_size": 128, "eval_interval": 100, "eval_iters": 20}
+
+
+class CLIError(Exception):
+    """A problem the user can fix; main() prints it as one line and exits with `code`."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line: flags are generated from the fields of TrainConfig and GPTConfig, help text and all.
+
+MODEL_FLAGS = [f for f in fields(GPTConfig) if f.name != "vocab_size"]  # the vocabulary comes from the data
+
+
+class FlagParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (a CLIError) instead of usage text plus a line."""
+
+    def error(self, message):
+        raise CLIError(f"{message} (see --help)")
+
+
+def _flag_type(annotation):
+    """The type a flag parses to: int for `int | None`, and so on."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, flag_fields, default_text) -> None:
+    """Add one --name flag per dataclass field. Unset flags stay out of the namespace so we know what was given."""
+    for f in flag_fields:
+        kind = _flag_type(f.type)
+        kwargs = dict(default=argparse.SUPPRESS, help=f"{f.metadata['help']} ({default_text(f)})")
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = kind
+            kwargs["metavar"] = kind.__name__.upper()
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+            kwargs.pop("metavar", None)
+        parser.add_argument(f"--{f.name}", **kwargs)
+
+
+def parse_flags(argv) -> dict:
+    """Parse argv into a dict holding only the flags the user actually gave."""
+    parser = FlagParser(description="Train a character-level GPT.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_dataclass_flags(parser.add_argument_group("training"), fields(TrainConfig), lambda f: f"default: {f.default}")
+    add_dataclass_flags(parser.add_argument_group("model (override the preset)"), MODEL_FLAGS, lambda f: "default: from the preset")
+    return vars(parser.parse_args(argv))
+
+
+def validate(cfg: TrainConfig, model_cfg: GPTConfig) -> None:
+    """Reject settings that cannot train, naming the flag."""
+    positive = {"batch_size": cfg.batch_size, "max_iters": cfg.max_iters, "learning_rate": cfg.learning_rate,
+                "eval_interval": cfg.eval_interval, "eval_iters": cfg.eval_iters, "log_interval": cfg.log_interval,
+                "block_size": model_cfg.block_size, "n_layer": model_cfg.n_layer, "n_head": model_cfg.n_head,
+                "n_embd": model_cfg.n_embd}
+    for name, value in positive.items():
+        if not value > 0:
+            raise CLIError(f"--{name} must be positive, got {value}")
+    for name in ("min_lr", "warmup_iters", "weight_decay", "grad_clip", "sample_chars"):
+        if getattr(cfg, name) < 0:
+            raise CLIError(f"--{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.min_lr > cfg.learning_rate:
+        raise CLIError(f"--min_lr ({cfg.min_lr}) must not exceed --learning_rate ({cfg.learning_rate})")
+    if not 0 <= model_cfg.dropout < 1:
+        raise CLIError(f"--dropout must be in [0, 1), got {model_cfg.dropout}")
+    if model_cfg.n_embd % model_cfg.n_head:
+        raise CLIError(f"--n_embd ({model_cfg.n_embd}) must be divisible by --n_head ({model_cfg.n_head})")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Device and precision: chosen once, with the reason printed.
+
+
+def pick_device(requested: str) -> tuple[torch.device, str]:
+    """Resolve --device to a torch.device and say why; a requested device that is missing is a CLIError."""
+    has_cuda = torch.cuda.is_available()
+    has_mps = torch.backends.mps.is_available()
+    if requested == "auto":
+        if has_cuda:
+            return torch.device("cuda"), f"CUDA GPU found: {torch.cuda.get_device_name(0)}"
+        if has_mps:
+            return torch.device("mps"), "Apple MPS found"
+        return torch.device("cpu"), "no CUDA GPU or Apple MPS found"
+    if requested == "cuda" and not has_cuda:
+        raise CLIError("--device cuda was requested but this PyTorch sees no CUDA GPU; use --device auto or cpu")
+    if requested == "mps" and not has_mps:
+        raise CLIError("--device mps was requested but Apple MPS is not available here; use --device auto or cpu")
+    return torch.device(requested), "requested with --device"
+
+
+def pick_dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
+    """Choose the autocast dtype for the device and say why."""
+    if requested != "auto":
+        dtype = getattr(torch, requested)
+        if dtype != torch.float32 and device.type != "cuda":
+            raise CLIError(f"--dtype {requested} is only supported on CUDA here; use --dtype float32 on {device.type}")
+        return dtype, "requested with --dtype"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "this GPU supports bfloat16: half the memory traffic, no loss scaling needed"
+        return torch.float16, "this GPU has no bfloat16, so float16 with loss scaling"
+    return torch.float32, f"full precision on {device.type}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data: the corpus as one long tensor of token ids; training batches are random windows of it.
+
+
+def download(url: str, path: Path, sha256: str, timeout: float = 30.0) -> None:
+    """Fetch url into path, check its sha256, and only then move it into place (no half-written file ever)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            payload = response.read()
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise CLIError(
+            f"could not download the corpus from {url} ({reason}); put Tiny Shakespeare at {path} or pass --data PATH",
+            EXIT_FAILED,
+        ) from None
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest != sha256:
+        raise CLIError(
+            f"the file from {url} has sha256 {digest}, expected {sha256}; nothing was saved. "
+            f"Put the right file at {path} or pass --data PATH",
+            EXIT_FAILED,
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_text(path: Path) -> str:
+    """Read a UTF-8 text file, with one clear error for each way it can be unusable."""
+    if not path.exists():
+        raise CLIError(f"data file {path} does not exist; check the --data path")
+    if path.is_dir():
+        raise CLIError(f"data path {path} is a directory; pass a text file with --data")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CLIError(f"data file {path} is not UTF-8 text (bad byte at offset {e.start}); pass a UTF-8 text file with --data") from None
+    except OSError as e:
+        raise CLIError(f"cannot read data file {path}: {e.strerror}") from None
+    if not text:
+        raise CLIError(f"data file {path} is empty; pass a text file with --data")
+    return text
+
+
+def split_data(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First 90% for training, last 10% for validation (as nanoGPT does, so losses compare)."""
+    n = int(0.9 * len(ids))
+    return ids[:n], ids[n:]
+
+
+def get_batch(data: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator):
+    """Return inputs x and targets y, both (B, T), from random windows of data; y is x shifted one to the left."""
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # window starts, drawn on CPU
+    offsets = ix.to(data.device)[:, None] + torch.arange(block_size + 1, device=data.device)  # (B, T + 1)
+    window = data[offsets]  # one gather on data's device, no Python loop
+    return window[:, :-1], window[:, 1:]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Learning rate: linear warmup, then cosine decay to min_lr.
+
+
+def get_lr(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimizer step `step` (0-based)."""
+    if step < cfg.warmup_iters:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_iters  # never 0, reaches the peak on the last warmup step
+    if step >= cfg.max_iters:
+        return cfg.min_lr
+    progress = (step - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters)  # 0 -> 1
+    coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Optimizer and evaluation
+
+
+def configure_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matmul weights and embeddings only, not on biases and LayerNorm gains."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda",  # fused: one kernel on GPU
+    )
+
+
+
+@torch.no_grad()
+def estimate_loss(model: GPT, splits: dict, block_size: int, batch_size: int, eval_iters: int, seed: int, autocast) -> dict:
+    """Mean loss over eval_iters batches of each split. The same batches every time, so evals compare fairly."""
+    model.eval()
+    out = {}
+    for name, data in splits.items():
+        generator = torch.Generator().manual_seed(seed)
+        losses = torch.zeros(eval_iters)
+        for i in range(eval_iters):
+            x, y = get_batch(data, block_size, batch_size, generator)
+            with autocast:
+                _, loss = model(x, y)
+            losses[i] = loss.item()
+        out[name] = losses.mean().item()
+    model.train()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints: one dict of tensors and plain Python types, so torch.load(weights_only=True) can read it safely.
+
+
+def save_checkpoint(path: Path, checkpoint: dict) -> None:
+    """Write checkpoint to path atomically: a crash mid-write leaves the previous file intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint saved by this repo, refusing anything that is not one (without running any code in it)."""
+    if not path.is_file():
+        raise CLIError(f"no checkpoint at {path}; train one first with `python train.py` or pass the right path")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated, foreign or unsafe files
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CLIError(f"{path} is not a readable checkpoint ({first_line[:160]})") from None
+    required = {"model", "model_config", "vocab", "step"}
+    if not isinstance(checkpoint, dict) or not required <= checkpoint.keys():
+        raise CLIError(f"{path} is not a checkpoint written by train.py (missing {sorted(required - set(checkpoint or {}))})")
+    return checkpoint
+
+
+def rng_states(device: torch.device, batch_generator: torch.Generator) -> dict:
+    """Every random state the run depends on: batch order, dropout on CPU, and dropout on the device."""
+    states = {"batches": batch_generator.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        states["mps"] = torch.mps.get_rng_state()
+    return states
+
+
+def set_rng_states(states: dict, device: torch.device, batch_generator: torch.Generator) -> None:
+    """Restore what rng_states() saved."""
+    batch_generator.set_state(states["batches"])
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+    elif device.type == "mps" and "mps" in states:
+        torch.mps.set_rng_state(states["mps"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The training loop
+
+
+def train(cfg: TrainConfig, model_cfg: GPTConfig, tokenizer: CharTokenizer, ids: torch.Tensor,
+          device: torch.device, dtype: torch.dtype, resume_from: dict | None = None) -> dict:
+    """Train a GPT on token ids, evaluating and checkpointing as configured. Returns a summary dict."""
+    out_dir = Path(cfg.out_dir)
+    torch.manual_seed(cfg.seed)
+    batch_generator = torch.Generator().manual_seed(cfg.seed)  # batch order has its own, saved, random stream
+
+    train_data, val_data = (d.to(device=device, dtype=torch.long) for d in split_data(ids))
+    B, T = cfg.batch_size, model_cfg.block_size
+
+    model = GPT(model_cfg).to(device)
+    optimizer = configure_optimizer(model, cfg, device)
+    # float16 needs loss scaling to keep small gradients from flushing to zero; for other dtypes this is a no-op.
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+
+    t_start = time.perf_counter()
+    step, best_val, elapsed_before = 0, float("inf"), 0.0
+    if resume_from is not None:
+        model.load_state_dict(resume_from["model"])
+        optimizer.load_state_dict(resume_from["optimizer"])
+        scaler.load_state_dict(resume_from["scaler"])
+        set_rng_states(resume_from["rng"], device, batch_generator)
+        step, best_val, elapsed_before = resume_from["step"], resume_from["best_val_loss"], resume_from["elapsed_s"]
+    start_step = step
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = out_dir / "metrics.csv"
+    start_metrics(metrics_path, keep_up_to=step if resume_from is not None else None)
+
+    def checkpoint(full: bool) -> dict:
+        ckpt = {"model": model.state_dict(), "model_config": asdict(model_cfg), "train_config": asdict(cfg),
+                "vocab": tokenizer.chars, "step": step, "best_val_loss": best_val,
+                "elapsed_s": elapsed_before + time.perf_counter() - t_start}
+        if full:  # what --resume needs on top of the weights
+            ckpt.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng_states(device, batch_generator))
+        return ckpt
+
+    # Ctrl-C: finish the step in flight, save last.pt, then stop. A second Ctrl-C is not needed and not caught.
+    interrupted = []
+    previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+
+    print(f"model: {model.num_params():,} parameters | {model_cfg.n_layer} layers, {model_cfg.n_head} heads, "
+          f"{model_cfg.n_embd} wide, context {T}, dropout {model_cfg.dropout}")
+    print(f"data: {len(train_data):,} train / {len(val_data):,} val tokens, vocab {tokenizer.vocab_size} | "
+          f"batch {B} x {T} = {B * T:,} tokens/step")
+    tokens_interval, train_time_interval = 0, 0.0
+    tokens_per_s = 0.0
+    bar = tqdm(total=cfg.max_iters, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    try:
+        while True:
+            is_eval_step = step % cfg.eval_interval == 0 or step == cfg.max_iters
+            if is_eval_step and not (resume_from is not None and step == start_step):
+                losses = estimate_loss(model, {"train": train_data, "val": val_data}, T, B, cfg.eval_iters, cfg.seed, autocast)
+                if not all(math.isfinite(v) for v in losses.values()):
+                    raise non_finite(step)
+                lr = get_lr(max(step - 1, 0), cfg)
+                elapsed = elapsed_before + time.perf_counter() - t_start
+                if train_time_interval > 0:
+                    tokens_per_s = tokens_interval / train_time_interval
+                improved = losses["val"] < best_val
+                best_val = min(best_val, losses["val"])
+                bar.write(f"step {step:>5} | train {losses['train']:.4f} | val {losses['val']:.4f} | "
+                          f"val ppl {math.exp(losses['val']):6.2f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s | "
+                          f"{elapsed:,.0f}s" + (" | best" if improved else ""))
+                append_metrics(metrics_path, [step, losses["train"], losses["val"], lr, tokens_per_s, elapsed])
+                if improved:
+                    save_checkpoint(out_dir / "best.pt", checkpoint(full=False))
+                save_checkpoint(out_dir / "last.pt", checkpoint(full=True))
+                tokens_interval, train_time_interval = 0, 0.0
+            if step >= cfg.max_iters:
+                break
+
+            t0 = time.perf_counter()
+            lr = get_lr(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = get_batch(train_data, T, B, batch_generator)
+            with autocast:
+                _, loss = model(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            bar.update(1)
+
+            if step % cfg.log_interval == 0 or step == cfg.max_iters:
+                loss_value = loss.item()  # the only host-device sync in the loop, once per log_interval
+                if not math.isfinite(loss_value):
+                    raise non_finite(step)
+                train_time_interval += time.perf_counter() - t0  # the step's time up to this sync
+                tokens_interval += B * T
+                rate = tokens_interval / train_time_interval if train_time_interval else 0.0
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
+            else:
+                train_time_interval += time.perf_counter() - t0
+                tokens_interval += B * T
+
+            if interrupted:
+                save_checkpoint(out_dir / "last.pt", checkpoint(full=True))
+                bar.close()
+                raise CLIError(f"interrupted at step {step}; saved {out_dir / 'last.pt'}. "
+                               f"Continue with: python train.py --resume --out_dir {cfg.out_dir}", EXIT_INTERRUPTED)
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous_handler)
+
+    return {"model": model, "best_val_loss": best_val, "step": step,
+            "elapsed_s": elapsed_before + time.perf_counter() - t_start}
+
+
+def non_finite(step: int) -> CLIError:
+    """The error for a loss that became NaN or infinite; checkpoints from earlier evals are left as they were."""
+    return CLIError(f"the loss became non-finite at step {step}; try a lower --learning_rate or --dtype float32. "
+                    "Checkpoints from earlier evaluations are intact", EXIT_FAILED)
+
+
+METRICS_COLUMNS = ["step", "train_loss", "val_loss", "lr", "tokens_per_s", "elapsed_s"]
+
+
+def start_metrics(path: Path, keep_up_to: int | None) -> None:
+    """Start metrics.csv afresh, or on resume keep the rows up to the checkpoint's step (later ones were lost)."""
+    rows = []
+    if keep_up_to is not None and path.exists():
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_up_to]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def append_metrics(path: Path, row: list) -> None:
+    """Append one evaluation's row to metrics.csv."""
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerow([row[0], *(f"{v:.6g}" for v in row[1:])])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def resolve_configs(given: dict, device: torch.device, vocab_size: int, resume_from: dict | None):
+    """Turn the given flags into (TrainConfig, GPTConfig): preset, then CPU defaults, then explicit flags."""
+    train_names = {f.name for f in fields(TrainConfig)}
+    model_given = {k: v for k, v in given.items() if k not in train_names}
+    if resume_from is not None:
+        # The model's shape is fixed by the checkpoint; training settings may be changed (e.g. a longer --max_iters).
+        model_cfg = GPTConfig(**resume_from["model_config"])
+        clashes = [f"--{k} {v} (checkpoint has {getattr(model_cfg, k)})" for k, v in model_given.items() if getattr(model_cfg, k) != v]
+        if clashes:
+            raise CLIError("--resume cannot change the model's shape: " + ", ".join(clashes))
+        saved = {k: v for k, v in resume_from["train_config"].items() if k in train_names}
+        cfg = replace(TrainConfig(**saved), **{k: v for k, v in given.items() if k in train_names})
+        return cfg, model_cfg
+    settings = dict(given)
+    if device.type == "cpu" and "preset" not in given:
+        settings = {**CPU_DEFAULTS, **given}
+        print(f"CPU and no --preset: using a quick run ({', '.join(f'{k}={v}' for k, v in CPU_DEFAULTS.items())}); "
+              "pass --preset or any of these flags to choose yourself")
+    preset = settings.pop("preset", None) or "medium"
+    cfg = TrainConfig(**{k: v for k, v in settings.items() if k in train_names}, preset=preset)
+    model_cfg = replace(PRESETS[preset], vocab_size=vocab_size, **{k: v for k, v in settings.items() if k not in train_names})
+    return cfg, model_cfg
+
+
+def main(argv=None) -> int:
+    """Command-line entry point: parse flags, load data, train, report."""
+    try:
+        given = parse_flags(argv)
+        device, device_reason = pick_device(given.get("device", "auto"))
+        dtype, dtype_reason = pick_dtype(device, given.get("dtype", "auto"))
+
+        out_dir = Path(given.get("out_dir", TrainConfig.out_dir))
+        resume_from = None
+        if given.get("resume"):
+            resume_from = load_checkpoint(out_dir / "last.pt")
+            if "optimizer" not in resume_from:
+                raise CLIError(f"{out_dir / 'last.pt'} has no optimizer state, so it cannot be resumed")
+        elif (out_dir / "last.pt").exists() and not given.get("overwrite"):
+            raise CLIError(f"{out_dir} already holds a run; continue it with --resume, start over with --overwrite, "
+                           "or pick another --out_dir")
+
+        data_flag = given.get("data") or (resume_from["train_config"]["data"] if resume_from else None)
+        data_path = Path(data_flag) if data_flag else DEFAULT_DATA
+        if not data_flag and not data_path.exists():
+            print(f"downloading Tiny Shakespeare to {data_path} ...")
+            download(DATA_URL, data_path, DATA_SHA256)
+        given["data"] = str(data_path)
+
+        vocab_source = resume_from["vocab"] if resume_from else None
+        text = load_text(data_path)
+        tokenizer = CharTokenizer(vocab_source) if vocab_source else CharTokenizer.from_text(text)
+        cfg, model_cfg = resolve_configs(given, device, tokenizer.vocab_size, resume_from)
+        validate(cfg, model_cfg)
+        min_chars = 10 * (model_cfg.block_size + 1)  # the val split (10%) must hold at least one window
+        if len(text) < min_chars:
+            raise CLIError(f"data file {data_path} has {len(text)} characters; with block_size {model_cfg.block_size} "
+                           f"it needs at least {min_chars} (the 10% val split must hold one window). "
+                           "Use more text or a smaller --block_size")
+        try:
+            ids = torch.from_numpy(tokenizer.encode(text).astype("int64"))
+        except ValueError as e:
+            raise CLIError(f"{data_path}: {e}; --resume needs text in the checkpoint's vocabulary") from None
+
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere+: much faster, ample precision
+            torch.backends.cudnn.allow_tf32 = True
+        print(f"device: {device} ({device_reason}) | dtype: {str(dtype).removeprefix('torch.')} ({dtype_reason})"
+              + (f" | {torch.get_num_threads()} CPU threads" if device.type == "cpu" else ""))
+        if resume_from:
+            print(f"resuming {out_dir / 'last.pt'} at step {resume_from['step']} of {cfg.max_iters}")
+
+        result = train(cfg, model_cfg, tokenizer, ids, device, dtype, resume_from)
+
+        print(f"done: {result['step']} steps in {result['elapsed_s']:,.0f}s | best val loss {result['best_val_loss']:.4f} "
+              f"(checkpoint {Path(cfg.out_dir) / 'best.pt'})")
+        if cfg.sample_chars:
+            model = result["model"].eval()
+            start = torch.zeros((1, 1), dtype=torch.long, device=device)  # token 0: a newline in Tiny Shakespeare
+            generator = torch.Generator().manual_seed(cfg.seed)
+            out = model.generate(start, cfg.sample_chars, temperature=0.8, top_k=40, generator=generator)
+            print("sample from the final model:\n" + tokenizer.decode(out[0, 1:].tolist()))
+        return 0
+    except CLIError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
