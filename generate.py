@@ -17,7 +17,8 @@ from tokenizer import CharTokenizer
 from train import CLIError, FlagParser, load_checkpoint, pick_device
 
 
-def parse_args(argv):
+def build_parser() -> FlagParser:
+    """The command line of generate.py."""
     parser = FlagParser(description="Sample text from a trained checkpoint.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", default="out/best.pt", help="checkpoint written by train.py")
     parser.add_argument("--prompt", default="\n", help="text the samples continue; every character must be in the model's vocabulary")
@@ -27,7 +28,12 @@ def parse_args(argv):
     parser.add_argument("--num_samples", type=int, default=1, help="how many samples to print")
     parser.add_argument("--seed", type=int, default=1337, help="random seed: the same seed gives the same text")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto picks cuda, then mps, then cpu")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv) -> argparse.Namespace:
+    """Parse and check the flags; out-of-range values are a CLIError."""
+    args = build_parser().parse_args(argv)
     if args.temperature < 0:
         raise CLIError(f"--temperature must be >= 0 (0 means greedy), got {args.temperature}")
     if args.top_k < 1:

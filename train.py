@@ -67,8 +67,8 @@ class TrainConfig:
 
 
 # What `python train.py` runs when the device is a CPU and no --preset was given: the medium preset would take many
-# hours there. Measured to finish in about 10 minutes on a 2-core machine (see README). Any flag overrides these.
-CPU_DEFAULTS = {"preset": "tiny", "max_iters": 1000, "batch_size": 32, "block_size": 128, "eval_interval": 100, "eval_iters": 20}
+# hours there. This one took under 8 minutes on a 2-core machine (README, "The CPU default"). Any flag overrides these.
+CPU_DEFAULTS = {"preset": "tiny", "batch_size": 32, "block_size": 128, "max_iters": 3000, "eval_interval": 250, "eval_iters": 20}
 
 
 class CLIError(Exception):
@@ -172,7 +172,7 @@ def pick_dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
             raise CLIError(f"--dtype {requested} is only supported on CUDA here; use --dtype float32 on {device.type}")
         return dtype, "requested with --dtype"
     if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
+        if torch.cuda.is_bf16_supported(including_emulation=False):  # emulated bf16 (T4, V100) is slow
             return torch.bfloat16, "this GPU supports bfloat16: half the memory traffic, no loss scaling needed"
         return torch.float16, "this GPU has no bfloat16, so float16 with loss scaling"
     return torch.float32, f"full precision on {device.type}"
@@ -379,7 +379,7 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, tokenizer: CharTokenizer, ids:
             ckpt.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng_states(device, batch_generator))
         return ckpt
 
-    # Ctrl-C: finish the step in flight, save last.pt, then stop. A second Ctrl-C is not needed and not caught.
+    # Ctrl-C: finish the step in flight (and any evaluation due), save last.pt, then stop.
     interrupted = []
     previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
 
@@ -413,6 +413,10 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, tokenizer: CharTokenizer, ids:
                 tokens_interval, train_time_interval = 0, 0.0
             if step >= cfg.max_iters:
                 break
+            if interrupted:  # checked here, after any evaluation due at this step, so resume never skips one
+                save_checkpoint(out_dir / "last.pt", checkpoint(full=True))
+                raise CLIError(f"interrupted at step {step}; saved {out_dir / 'last.pt'}. "
+                               f"Continue with: python train.py --resume --out_dir {cfg.out_dir}", EXIT_INTERRUPTED)
 
             t0 = time.perf_counter()
             lr = get_lr(step, cfg)
@@ -429,25 +433,17 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, tokenizer: CharTokenizer, ids:
             scaler.step(optimizer)
             scaler.update()
             step += 1
-            bar.update(1)
 
-            if step % cfg.log_interval == 0 or step == cfg.max_iters:
-                loss_value = loss.item()  # the only host-device sync in the loop, once per log_interval
+            log_now = step % cfg.log_interval == 0 or step == cfg.max_iters
+            # .item() waits for the device, so it happens only at log points; the time between includes that wait.
+            loss_value = loss.item() if log_now else None
+            train_time_interval += time.perf_counter() - t0
+            tokens_interval += B * T
+            bar.update(1)
+            if log_now:
                 if not math.isfinite(loss_value):
                     raise non_finite(step)
-                train_time_interval += time.perf_counter() - t0  # the step's time up to this sync
-                tokens_interval += B * T
-                rate = tokens_interval / train_time_interval if train_time_interval else 0.0
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
-            else:
-                train_time_interval += time.perf_counter() - t0
-                tokens_interval += B * T
-
-            if interrupted:
-                save_checkpoint(out_dir / "last.pt", checkpoint(full=True))
-                bar.close()
-                raise CLIError(f"interrupted at step {step}; saved {out_dir / 'last.pt'}. "
-                               f"Continue with: python train.py --resume --out_dir {cfg.out_dir}", EXIT_INTERRUPTED)
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_interval / train_time_interval:,.0f}")
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous_handler)
@@ -516,6 +512,11 @@ def main(argv=None) -> int:
         given = parse_flags(argv)
         device, device_reason = pick_device(given.get("device", "auto"))
         dtype, dtype_reason = pick_dtype(device, given.get("dtype", "auto"))
+        print(f"device: {device} ({device_reason}) | dtype: {str(dtype).removeprefix('torch.')} ({dtype_reason})"
+              + (f" | {torch.get_num_threads()} CPU threads" if device.type == "cpu" else ""))
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere+: much faster, ample precision
+            torch.backends.cudnn.allow_tf32 = True
 
         out_dir = Path(given.get("out_dir", TrainConfig.out_dir))
         resume_from = None
@@ -549,11 +550,6 @@ def main(argv=None) -> int:
         except ValueError as e:
             raise CLIError(f"{data_path}: {e}; --resume needs text in the checkpoint's vocabulary") from None
 
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere+: much faster, ample precision
-            torch.backends.cudnn.allow_tf32 = True
-        print(f"device: {device} ({device_reason}) | dtype: {str(dtype).removeprefix('torch.')} ({dtype_reason})"
-              + (f" | {torch.get_num_threads()} CPU threads" if device.type == "cpu" else ""))
         if resume_from:
             print(f"resuming {out_dir / 'last.pt'} at step {resume_from['step']} of {cfg.max_iters}")
 

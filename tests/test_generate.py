@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import generate
+import train
 from conftest import ROOT, TINY_FLAGS, run_train
 
 
@@ -93,3 +94,11 @@ def test_scripts_end_to_end_as_subprocesses(small_text, tmp_path):
     bad = subprocess.run([sys.executable, "generate.py", "--checkpoint", str(tmp_path / "missing.pt")],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_readme_documents_every_flag():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    train_flags = [f"--{f.name}" for f in (*train.fields(train.TrainConfig), *train.MODEL_FLAGS)]
+    generate_flags = [s for a in generate.build_parser()._actions for s in a.option_strings if s.startswith("--") and s != "--help"]
+    missing = [flag for flag in train_flags + generate_flags if f"`{flag}" not in readme]
+    assert not missing, f"README does not document {missing}"
