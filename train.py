@@ -43,9 +43,9 @@ EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 class TrainConfig:
     """Everything about a training run that is not the architecture. Each field is also a command-line flag."""
 
-    data: str | None = field(default=None, metadata={"help": "UTF-8 text file to train on (default: Tiny Shakespeare in data/, downloaded on first use)"})
+    data: str | None = field(default=None, metadata={"help": "UTF-8 text file to train on", "default_help": "Tiny Shakespeare in data/, downloaded on first use"})
     out_dir: str = field(default="out", metadata={"help": "folder for checkpoints and metrics.csv"})
-    preset: str | None = field(default=None, metadata={"help": "model size: tiny, small or medium (default: medium on GPU/MPS; a quick run on CPU)", "choices": list(PRESETS)})
+    preset: str | None = field(default=None, metadata={"help": "model size", "default_help": "medium on GPU/MPS; a quick run on CPU", "choices": list(PRESETS)})
     resume: bool = field(default=False, metadata={"help": "continue the run in out_dir from last.pt"})
     overwrite: bool = field(default=False, metadata={"help": "start a new run even if out_dir already holds one"})
     batch_size: int = field(default=64, metadata={"help": "sequences per optimizer step"})
@@ -117,8 +117,9 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, flag_fields, default_te
 
 def parse_flags(argv) -> dict:
     """Parse argv into a dict holding only the flags the user actually gave."""
-    parser = FlagParser(description="Train a character-level GPT.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_dataclass_flags(parser.add_argument_group("training"), fields(TrainConfig), lambda f: f"default: {f.default}")
+    parser = FlagParser(description="Train a character-level GPT.")
+    add_dataclass_flags(parser.add_argument_group("training"), fields(TrainConfig),
+                        lambda f: f"default: {f.metadata.get('default_help', f.default)}")
     add_dataclass_flags(parser.add_argument_group("model (override the preset)"), MODEL_FLAGS, lambda f: "default: from the preset")
     return vars(parser.parse_args(argv))
 
@@ -182,6 +183,19 @@ def pick_dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
 # Data: the corpus as one long tensor of token ids; training batches are random windows of it.
 
 
+def write_atomically(path: Path, write) -> None:
+    """Call write(f) on a temporary file beside path, flush it to disk, then rename it over path in one step.
+
+    A crash or kill at any moment leaves either the old file or the complete new one, never half of one.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def download(url: str, path: Path, sha256: str, timeout: float = 30.0) -> None:
     """Fetch url into path, check its sha256, and only then move it into place (no half-written file ever)."""
     try:
@@ -201,12 +215,7 @@ def download(url: str, path: Path, sha256: str, timeout: float = 30.0) -> None:
             EXIT_FAILED,
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: f.write(payload))
 
 
 def load_text(path: Path) -> str:
@@ -294,12 +303,7 @@ def estimate_loss(model: GPT, splits: dict, block_size: int, batch_size: int, ev
 
 def save_checkpoint(path: Path, checkpoint: dict) -> None:
     """Write checkpoint to path atomically: a crash mid-write leaves the previous file intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: torch.save(checkpoint, f))
 
 
 def load_checkpoint(path: Path) -> dict:
