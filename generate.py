@@ -14,7 +14,7 @@ import torch
 
 from model import GPT, GPTConfig
 from tokenizer import CharTokenizer
-from train import CLIError, FlagParser, load_checkpoint, pick_device
+from train import EXIT_INTERRUPTED, CLIError, FlagParser, load_checkpoint, pick_device
 
 
 def build_parser() -> FlagParser:
@@ -25,6 +25,7 @@ def build_parser() -> FlagParser:
     parser.add_argument("--max_new_tokens", type=int, default=500, help="characters to generate per sample")
     parser.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; below 1 is safer, above 1 is wilder")
     parser.add_argument("--top_k", type=int, default=40, help="sample only among the k most likely characters (clamped to the vocabulary size)")
+    parser.add_argument("--block_size", type=int, default=None, help="context the model sees while sampling (default: the checkpoint's; cannot exceed it)")
     parser.add_argument("--num_samples", type=int, default=1, help="how many samples to print")
     parser.add_argument("--seed", type=int, default=1337, help="random seed: the same seed gives the same text")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto picks cuda, then mps, then cpu")
@@ -57,7 +58,11 @@ def main(argv=None) -> int:
         if not args.prompt:
             raise CLIError("--prompt must not be empty (the default is a newline)")
 
-        model = GPT(GPTConfig(**checkpoint["model_config"]))
+        model_cfg = GPTConfig(**checkpoint["model_config"])
+        if args.block_size is not None and not 1 <= args.block_size <= model_cfg.block_size:
+            raise CLIError(f"--block_size must be between 1 and {model_cfg.block_size}, the context this model was "
+                           f"trained with; got {args.block_size}")
+        model = GPT(model_cfg)
         model.load_state_dict(checkpoint["model"])
         model.to(device).eval()
 
@@ -67,7 +72,8 @@ def main(argv=None) -> int:
             if i:
                 print("\n" + "-" * 40)
             sys.stdout.write(args.prompt)
-            for idx_next in model.generate_tokens(prompt, args.max_new_tokens, args.temperature, args.top_k, generator):
+            for idx_next in model.generate_tokens(prompt, args.max_new_tokens, args.temperature, args.top_k, generator,
+                                                  args.block_size):
                 sys.stdout.write(tokenizer.decode(idx_next[0].tolist()))
                 sys.stdout.flush()
             sys.stdout.write("\n")
@@ -77,7 +83,7 @@ def main(argv=None) -> int:
         return e.code
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -159,11 +159,16 @@ class GPT(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        block_size: int | None = None,
     ) -> Iterator[torch.Tensor]:
-        """Yield max_new_tokens sampled ids, each (B, 1), continuing the context idx (B, T). Call model.eval() first."""
+        """Yield max_new_tokens sampled ids, each (B, 1), continuing the context idx (B, T). Call model.eval() first.
+
+        block_size, if given, shortens the context the model sees (it cannot exceed config.block_size).
+        """
+        context = min(block_size or self.config.block_size, self.config.block_size)
         for _ in range(max_new_tokens):
-            # The model has only learned block_size positions, so it sees the most recent block_size tokens.
-            idx_cond = idx[:, -self.config.block_size :]
+            # The model has only learned block_size positions, so it sees the most recent `context` tokens.
+            idx_cond = idx[:, -context:]
             logits, _ = self(idx_cond)
             idx_next = sample_next_token(logits[:, -1, :], temperature, top_k, generator)  # (B, 1)
             idx = torch.cat((idx, idx_next), dim=1)

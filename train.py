@@ -11,6 +11,7 @@ evaluation, checkpoints, then `train()` — the loop itself — and `main()`.
 import argparse
 import csv
 import hashlib
+import importlib.util
 import math
 import os
 import signal
@@ -59,6 +60,7 @@ class TrainConfig:
     grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0 turns clipping off)"})
     eval_interval: int = field(default=250, metadata={"help": "evaluate and checkpoint every this many steps"})
     eval_iters: int = field(default=50, metadata={"help": "batches per split in each evaluation"})
+    patience: int = field(default=0, metadata={"help": "stop after this many evaluations without a new best val loss (0: never)"})
     log_interval: int = field(default=10, metadata={"help": "update the progress bar's loss every this many steps"})
     sample_chars: int = field(default=300, metadata={"help": "characters to sample at the end of the run (0: none)"})
     seed: int = field(default=1337, metadata={"help": "random seed: same seed and flags on CPU give the same losses"})
@@ -133,7 +135,7 @@ def validate(cfg: TrainConfig, model_cfg: GPTConfig) -> None:
     for name, value in positive.items():
         if not value > 0:
             raise CLIError(f"--{name} must be positive, got {value}")
-    for name in ("min_lr", "warmup_iters", "weight_decay", "grad_clip", "sample_chars"):
+    for name in ("min_lr", "warmup_iters", "weight_decay", "grad_clip", "sample_chars", "patience"):
         if getattr(cfg, name) < 0:
             raise CLIError(f"--{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.min_lr > cfg.learning_rate:
@@ -189,11 +191,15 @@ def write_atomically(path: Path, write) -> None:
     A crash or kill at any moment leaves either the old file or the complete new one, never half of one.
     """
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # an exception (not a kill -9) can tidy up; path itself was never touched
+        raise
 
 
 def download(url: str, path: Path, sha256: str, timeout: float = 30.0) -> None:
@@ -362,14 +368,16 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, tokenizer: CharTokenizer, ids:
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
 
     t_start = time.perf_counter()
-    step, best_val, elapsed_before = 0, float("inf"), 0.0
+    step, best_val, elapsed_before, evals_without_improvement = 0, float("inf"), 0.0, 0
     if resume_from is not None:
         model.load_state_dict(resume_from["model"])
         optimizer.load_state_dict(resume_from["optimizer"])
         scaler.load_state_dict(resume_from["scaler"])
         set_rng_states(resume_from["rng"], device, batch_generator)
         step, best_val, elapsed_before = resume_from["step"], resume_from["best_val_loss"], resume_from["elapsed_s"]
+        evals_without_improvement = resume_from["evals_without_improvement"]
     start_step = step
+    stop_reason = f"reached max_iters {cfg.max_iters}"
 
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.csv"
@@ -380,7 +388,8 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, tokenizer: CharTokenizer, ids:
                 "vocab": tokenizer.chars, "step": step, "best_val_loss": best_val,
                 "elapsed_s": elapsed_before + time.perf_counter() - t_start}
         if full:  # what --resume needs on top of the weights
-            ckpt.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng_states(device, batch_generator))
+            ckpt.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                        rng=rng_states(device, batch_generator), evals_without_improvement=evals_without_improvement)
         return ckpt
 
     # Ctrl-C: finish the step in flight (and any evaluation due), save last.pt, then stop.
@@ -391,6 +400,9 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, tokenizer: CharTokenizer, ids:
           f"{model_cfg.n_embd} wide, context {T}, dropout {model_cfg.dropout}")
     print(f"data: {len(train_data):,} train / {len(val_data):,} val tokens, vocab {tokenizer.vocab_size} | "
           f"batch {B} x {T} = {B * T:,} tokens/step")
+    can_plot = importlib.util.find_spec("matplotlib") is not None
+    if not can_plot:
+        print("matplotlib is not installed, so no loss.png (pip install matplotlib); metrics.csv has the numbers")
     tokens_interval, train_time_interval = 0, 0.0
     tokens_per_s = 0.0
     bar = tqdm(total=cfg.max_iters, initial=step, desc="train", unit="step", dynamic_ncols=True)
@@ -407,6 +419,7 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, tokenizer: CharTokenizer, ids:
                     tokens_per_s = tokens_interval / train_time_interval
                 improved = losses["val"] < best_val
                 best_val = min(best_val, losses["val"])
+                evals_without_improvement = 0 if improved else evals_without_improvement + 1
                 bar.write(f"step {step:>5} | train {losses['train']:.4f} | val {losses['val']:.4f} | "
                           f"val ppl {math.exp(losses['val']):6.2f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s | "
                           f"{elapsed:,.0f}s" + (" | best" if improved else ""))
@@ -414,7 +427,12 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, tokenizer: CharTokenizer, ids:
                 if improved:
                     save_checkpoint(out_dir / "best.pt", checkpoint(full=False))
                 save_checkpoint(out_dir / "last.pt", checkpoint(full=True))
+                if can_plot:
+                    plot_metrics(metrics_path, out_dir / "loss.png", B * T)
                 tokens_interval, train_time_interval = 0, 0.0
+                if cfg.patience and evals_without_improvement >= cfg.patience:
+                    stop_reason = f"stopped early: val loss has not improved for {cfg.patience} evaluations (--patience)"
+                    break
             if step >= cfg.max_iters:
                 break
             if interrupted:  # checked here, after any evaluation due at this step, so resume never skips one
@@ -452,7 +470,7 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, tokenizer: CharTokenizer, ids:
         bar.close()
         signal.signal(signal.SIGINT, previous_handler)
 
-    return {"model": model, "best_val_loss": best_val, "step": step,
+    return {"model": model, "best_val_loss": best_val, "step": step, "stop_reason": stop_reason,
             "elapsed_s": elapsed_before + time.perf_counter() - t_start}
 
 
@@ -483,7 +501,51 @@ def append_metrics(path: Path, row: list) -> None:
         csv.writer(f).writerow([row[0], *(f"{v:.6g}" for v in row[1:])])
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of metrics.csv as dicts of floats."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def plot_metrics(metrics_path: Path, png_path: Path, tokens_per_step: int) -> None:
+    """Draw loss.png from metrics.csv: train and val loss per step (tokens on top), best val marked, lr on the right."""
+    from matplotlib.figure import Figure  # the object API renders to PNG without choosing a GUI backend
+
+    rows = read_metrics(metrics_path)
+    steps = [r["step"] for r in rows]
+    fig = Figure(figsize=(9, 5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(steps, [r["train_loss"] for r in rows], marker=".", label="train loss")
+    ax.plot(steps, [r["val_loss"] for r in rows], marker=".", label="val loss")
+    best = min(rows, key=lambda r: r["val_loss"])
+    ax.plot([best["step"]], [best["val_loss"]], marker="*", markersize=14, linestyle="none", color="C3",
+            label=f"best val {best['val_loss']:.4f} at step {best['step']:.0f} (best.pt)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per character)")
+    ax.grid(alpha=0.3)
+    tokens = ax.secondary_xaxis("top", functions=(lambda s: s * tokens_per_step / 1e6, lambda t: t * 1e6 / tokens_per_step))
+    tokens.set_xlabel("training tokens (millions)")
+    lr_ax = ax.twinx()
+    lr_ax.plot(steps, [r["lr"] for r in rows], color="grey", linestyle=":", label="learning rate")
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    handles = ax.get_legend_handles_labels()[0] + lr_ax.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper right")
+    write_atomically(png_path, lambda f: fig.savefig(f, format="png", dpi=100))
+
+
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def check_writable(out_dir: Path) -> None:
+    """Fail before training, not at the first checkpoint, if out_dir cannot be written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise CLIError(f"cannot write to --out_dir {out_dir} ({e.strerror or e}); pick a folder you can write to") from None
 
 
 def resolve_configs(given: dict, device: torch.device, vocab_size: int, resume_from: dict | None):
@@ -557,10 +619,18 @@ def main(argv=None) -> int:
         if resume_from:
             print(f"resuming {out_dir / 'last.pt'} at step {resume_from['step']} of {cfg.max_iters}")
 
-        result = train(cfg, model_cfg, tokenizer, ids, device, dtype, resume_from)
+        check_writable(out_dir)
+        try:
+            result = train(cfg, model_cfg, tokenizer, ids, device, dtype, resume_from)
+        except (RuntimeError, MemoryError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError; MPS raises a plain one
+            if not (isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()):
+                raise
+            raise CLIError(f"ran out of memory on {device}: lower --batch_size (now {cfg.batch_size}) or --block_size "
+                           f"(now {model_cfg.block_size}), or pick a smaller --preset. Checkpoints from earlier "
+                           "evaluations are intact", EXIT_FAILED) from None
 
-        print(f"done: {result['step']} steps in {result['elapsed_s']:,.0f}s | best val loss {result['best_val_loss']:.4f} "
-              f"(checkpoint {Path(cfg.out_dir) / 'best.pt'})")
+        print(f"done: {result['step']} steps in {result['elapsed_s']:,.0f}s, {result['stop_reason']} | best val loss "
+              f"{result['best_val_loss']:.4f} (checkpoint {out_dir / 'best.pt'}; plot {out_dir / 'loss.png'})")
         if cfg.sample_chars:
             model = result["model"].eval()
             start = torch.zeros((1, 1), dtype=torch.long, device=device)  # token 0: a newline in Tiny Shakespeare
@@ -571,6 +641,9 @@ def main(argv=None) -> int:
     except CLIError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (start-up, the closing sample): nothing to save
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """Shared fixtures: a small training text, the real corpus when present, and a tiny-config training helper."""
 
-import csv
 import sys
 from pathlib import Path
 
@@ -41,5 +40,4 @@ def run_train(data: Path, out_dir: Path, *extra: str) -> int:
 
 def read_metrics(out_dir: Path) -> list[dict]:
     """The rows of out_dir/metrics.csv as dicts of floats."""
-    with open(out_dir / "metrics.csv", newline="", encoding="utf-8") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return train.read_metrics(out_dir / "metrics.csv")

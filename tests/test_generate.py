@@ -44,37 +44,6 @@ def test_several_samples_are_separated(trained, capsys):
     assert capsys.readouterr().out.count("-" * 40) == 2
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--prompt", "Zebra ±"], "'Z' '±'"),
-    (["--temperature", "-1"], "--temperature must be >= 0"),
-    (["--top_k", "0"], "--top_k must be at least 1"),
-    (["--checkpoint", "nowhere/best.pt"], "train one first"),
-])
-def test_user_errors_are_one_line(trained, capsys, flags, expected):
-    capsys.readouterr()
-    code = generate.main(["--checkpoint", str(trained / "best.pt"), *flags])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.startswith("error: ") and err.count("\n") == 1 and expected in err
-
-
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated zip"])
-def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, capsys, content):
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(content)
-    assert generate.main(["--checkpoint", str(bad)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and str(bad) in err
-
-
-def test_a_truncated_checkpoint_is_refused(trained, tmp_path, capsys):
-    data = (trained / "best.pt").read_bytes()
-    cut = tmp_path / "cut.pt"
-    cut.write_bytes(data[: len(data) // 2])
-    assert generate.main(["--checkpoint", str(cut)]) == 2
-    assert "not a readable checkpoint" in capsys.readouterr().err
-
-
 @pytest.mark.slow
 def test_scripts_end_to_end_as_subprocesses(small_text, tmp_path):
     """What a user types: python train.py ..., then python generate.py ..., in fresh interpreters."""
