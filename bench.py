@@ -1,23 +1,27 @@
-"""Measure training speed per preset on this machine and print a markdown table.
+"""Measure speed on this machine and print markdown tables: training and generation, per preset.
 
-    python bench.py                                  # every preset, batch 64 x 256, on the auto-picked device
-    python bench.py --presets tiny --steps 3         # a quick look
+    python bench.py                                   # every preset on the auto-picked device
+    python bench.py --presets medium --compile on     # one preset, compiled
+    python bench.py --quick                           # tiny settings, a few seconds (CI runs this)
+    python bench.py --metrics out/metrics.csv --target_loss 1.47   # when did a run first reach a val loss?
 
-Each timed step is a full optimizer step (forward, backward, clip, AdamW) on random token ids, after warm-up
-steps, with the device synchronised before the clock is read. Results also go to --out as markdown.
+Training: full optimizer steps (forward, backward, clip, AdamW) in the dtype train.py would use, on random token
+ids, timed after warm-up steps with the device synchronised before each clock read. Generation: new tokens per
+second from a one-token prompt, with the KV cache and with full-context recomputation at every step.
 """
 
-import argparse
 import platform
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from model import GPT, PRESETS
-from train import CLIError, FlagParser, TrainConfig, configure_optimizer, get_batch, pick_device
+from train import (CLIError, FlagParser, TrainConfig, compile_for_training, configure_optimizer, get_batch,
+                   pick_device, pick_dtype, read_metrics, train_step)
 
 
 def synchronize(device: torch.device) -> None:
@@ -28,62 +32,119 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def time_training_steps(preset: str, batch_size: int, block_size: int, steps: int, warmup: int, device: torch.device) -> dict:
-    """Mean seconds per optimizer step of preset at batch_size x block_size, after warmup steps."""
+def time_training(preset: str, batch_size: int, block_size: int, steps: int, warmup: int, device: torch.device,
+                  dtype: torch.dtype, use_compile: bool) -> dict:
+    """Seconds per optimizer step of preset at batch_size x block_size, after warmup steps."""
     torch.manual_seed(0)
-    model_cfg = replace(PRESETS[preset], vocab_size=65, block_size=block_size)
-    model = GPT(model_cfg).to(device)
+    model = GPT(replace(PRESETS[preset], vocab_size=65, block_size=block_size)).to(device)
     optimizer = configure_optimizer(model, TrainConfig(), device)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     data = torch.randint(65, (100_000,), device=device)
+    t0 = time.perf_counter()
+    step_model = compile_for_training(model, data, batch_size, block_size, autocast) if use_compile else model
+    compile_s = time.perf_counter() - t0 if use_compile else 0.0
     generator = torch.Generator().manual_seed(0)
     for i in range(warmup + steps):
         if i == warmup:
             synchronize(device)
             t0 = time.perf_counter()
         x, y = get_batch(data, block_size, batch_size, generator)
-        _, loss = model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        train_step(model, step_model, optimizer, scaler, autocast, x, y, grad_clip=1.0)
     synchronize(device)
     seconds = (time.perf_counter() - t0) / steps
-    return {"preset": preset, "params": model.num_params(), "s_per_step": seconds, "tokens_per_s": batch_size * block_size / seconds}
+    return {"params": model.num_params(), "s_per_step": seconds, "tokens_per_s": batch_size * block_size / seconds,
+            "compile_s": compile_s}
+
+
+def time_generation(preset: str, new_tokens: int, device: torch.device, use_cache: bool) -> float:
+    """Tokens per second generating new_tokens from a one-token prompt (weights are random: speed does not care)."""
+    torch.manual_seed(0)
+    model = GPT(replace(PRESETS[preset], vocab_size=65)).to(device).eval()
+    start = torch.zeros((1, 1), dtype=torch.long, device=device)
+    model.generate(start, 2, use_cache=use_cache)  # warm-up
+    synchronize(device)
+    t0 = time.perf_counter()
+    model.generate(start, new_tokens, temperature=1.0, generator=torch.Generator().manual_seed(0), use_cache=use_cache)
+    synchronize(device)
+    return new_tokens / (time.perf_counter() - t0)
+
+
+def time_to_target(metrics_path: Path, target: float) -> str:
+    """The first evaluation in a run's metrics.csv whose val loss is at or below target, as a sentence."""
+    rows = read_metrics(metrics_path)
+    hit = next((r for r in rows if r["val_loss"] <= target), None)
+    best = min(rows, key=lambda r: r["val_loss"])
+    if hit is None:
+        return f"{metrics_path}: val loss never reached {target} (best {best['val_loss']:.4f} at step {best['step']:.0f})"
+    return (f"{metrics_path}: val loss {hit['val_loss']:.4f} <= {target} first at step {hit['step']:.0f}, "
+            f"{hit['elapsed_s']:.1f}s into training (best {best['val_loss']:.4f} at step {best['step']:.0f})")
+
+
+def machine_line(device: torch.device) -> str:
+    """What this ran on, for the record."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return (f"Device: {device} ({name}); {torch.get_num_threads()} CPU threads; torch {torch.__version__}; "
+            f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}.")
 
 
 def main(argv=None) -> int:
     """Command-line entry point."""
-    parser = FlagParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = FlagParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets to time")
-    parser.add_argument("--batch_size", type=int, default=64, help="sequences per step")
-    parser.add_argument("--block_size", type=int, default=256, help="context length")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per preset")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--batch_size", type=int, default=64, help="sequences per training step")
+    parser.add_argument("--block_size", type=int, default=256, help="training context length")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per preset")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
+    parser.add_argument("--new_tokens", type=int, default=500, help="tokens to generate per measurement (0: skip generation)")
+    parser.add_argument("--compile", default="off", choices=["on", "off"], help="torch.compile the training step")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="device to measure")
+    parser.add_argument("--quick", action="store_true", help="tiny preset, tiny batch, few tokens: a smoke test in seconds")
+    parser.add_argument("--metrics", default=None, help="instead of timing: read a run's metrics.csv and report time to --target_loss")
+    parser.add_argument("--target_loss", type=float, default=1.47, help="val loss for --metrics")
     parser.add_argument("--out", default="out/bench.md", help="markdown file for the results")
     try:
         args = parser.parse_args(argv)
+        if args.metrics:
+            if not Path(args.metrics).is_file():
+                raise CLIError(f"no metrics file at {args.metrics}; pass the metrics.csv a train.py run wrote")
+            print(time_to_target(Path(args.metrics), args.target_loss))
+            return 0
+        if args.quick:
+            args.presets, args.batch_size, args.block_size, args.steps, args.warmup, args.new_tokens = "tiny", 4, 32, 2, 1, 20
         presets = args.presets.split(",")
         unknown = [p for p in presets if p not in PRESETS]
         if unknown:
             raise CLIError(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
-        if min(args.batch_size, args.block_size, args.steps) < 1 or args.warmup < 0:
-            raise CLIError("--batch_size, --block_size and --steps must be positive, --warmup >= 0")
-        device, reason = pick_device(args.device)
+        if min(args.batch_size, args.block_size, args.steps) < 1 or args.warmup < 0 or args.new_tokens < 0:
+            raise CLIError("--batch_size, --block_size and --steps must be positive, --warmup and --new_tokens >= 0")
+        device, _ = pick_device(args.device)
+        dtype, _ = pick_dtype(device, "auto")
     except CLIError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    header = (f"Training speed, batch {args.batch_size} x {args.block_size}, fp32, {args.steps} timed steps after "
-              f"{args.warmup} warm-up. Device: {device} ({name}), {torch.get_num_threads()} CPU threads, "
-              f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}.")
-    lines = [header, "", "| preset | parameters | s/step | tokens/s |", "|---|---:|---:|---:|"]
-    print(header, flush=True)
+    dtype_name = str(dtype).removeprefix("torch.")
+    lines = [machine_line(device), "",
+             f"Training, batch {args.batch_size} x {args.block_size}, {dtype_name}, compile {args.compile}, "
+             f"{args.steps} timed steps after {args.warmup} warm-up:", "",
+             "| preset | parameters | ms/step | tokens/s | compile s |", "|---|---:|---:|---:|---:|"]
+    print("\n".join(lines), flush=True)
     for preset in presets:
-        r = time_training_steps(preset, args.batch_size, args.block_size, args.steps, args.warmup, device)
-        lines.append(f"| {r['preset']} | {r['params']:,} | {r['s_per_step']:.3f} | {r['tokens_per_s']:,.0f} |")
+        r = time_training(preset, args.batch_size, args.block_size, args.steps, args.warmup, device, dtype, args.compile == "on")
+        lines.append(f"| {preset} | {r['params']:,} | {1000 * r['s_per_step']:,.1f} | {r['tokens_per_s']:,.0f} | "
+                     f"{r['compile_s']:.1f} |")
         print(lines[-1], flush=True)
+    if args.new_tokens:
+        lines += ["", f"Generation, {args.new_tokens} new tokens from a one-token prompt, float32, batch 1 (past the "
+                  "context length the cache is rebuilt every step, exactly as the uncached window slides):", "",
+                  "| preset | tokens/s, KV cache | tokens/s, recompute | speed-up |", "|---|---:|---:|---:|"]
+        print("\n".join(lines[-5:]), flush=True)
+        for preset in presets:
+            cached = time_generation(preset, args.new_tokens, device, use_cache=True)
+            uncached = time_generation(preset, args.new_tokens, device, use_cache=False)
+            lines.append(f"| {preset} | {cached:,.0f} | {uncached:,.0f} | {cached / uncached:.1f}x |")
+            print(lines[-1], flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")

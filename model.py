@@ -49,7 +49,8 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        """Attend over x (B, T, C). With a cache, x holds only new positions and past keys/values are reused."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # each (B, T, C)
         # Split C into n_head heads of size hs and move heads next to the batch dimension.
@@ -57,9 +58,18 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        if cache is not None:
+            # KV cache for generation: keys and values of earlier positions never change, so keep them.
+            if "k" in cache:
+                k = torch.cat((cache["k"], k), dim=2)  # (B, nh, T_past + T, hs)
+                v = torch.cat((cache["v"], v), dim=2)
+            cache["k"], cache["v"] = k, v
+        # The causal mask is only right when queries and keys are the same positions; with a cache we add one
+        # position at a time, and that newest query may look at every key.
+        assert T == 1 or T == k.size(2), "with a cache, fill it all at once, then add one position at a time"
         # softmax(q k^T / sqrt(hs)) v with the future masked out; PyTorch picks the fastest kernel for the device.
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -89,9 +99,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         # Pre-norm: the residual stream x itself is never normalised, which keeps deep stacks easy to train.
-        x = x + self.attn(self.ln_1(x))
+        x = x + self.attn(self.ln_1(x), cache)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -134,22 +144,30 @@ class GPT(nn.Module):
         """Count the parameters, the tied embedding/head matrix once."""
         return sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor only once
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """Map token ids (B, T) to next-token logits (B, T, V), and the mean cross-entropy if targets are given."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: list[dict] | None = None):
+        """Map token ids (B, T) to next-token logits (B, T, V), and the mean cross-entropy if targets are given.
+
+        cache (from new_cache()) makes idx the continuation of what the cache already holds: used by generation.
+        """
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of length {T} is longer than the model's block_size {self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)  # (T,)
+        past = cache[0]["k"].size(2) if cache and "k" in cache[0] else 0  # positions already in the cache
+        if past + T > self.config.block_size:
+            raise ValueError(f"sequence of length {past + T} is longer than the model's block_size {self.config.block_size}")
+        pos = torch.arange(past, past + T, device=idx.device)  # (T,)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C) + (T, C) broadcasts to (B, T, C)
         x = self.transformer.drop(x)
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cache[i] if cache is not None else None)
         x = self.transformer.ln_f(x)
         logits = self.lm_head(x)  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(B * T, -1).float(), targets.reshape(B * T))
         return logits, loss
+
+    def new_cache(self) -> list[dict]:
+        """An empty KV cache: one dict per block, filled by forward(..., cache=...)."""
+        return [{} for _ in range(self.config.n_layer)]
 
     @torch.no_grad()
     def generate_tokens(
@@ -160,16 +178,24 @@ class GPT(nn.Module):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         block_size: int | None = None,
+        use_cache: bool = True,
     ) -> Iterator[torch.Tensor]:
         """Yield max_new_tokens sampled ids, each (B, 1), continuing the context idx (B, T). Call model.eval() first.
 
         block_size, if given, shortens the context the model sees (it cannot exceed config.block_size).
+        With use_cache, the prompt is run once and then one new position per step; without, every step recomputes
+        the whole context. Both give the same logits.
         """
         context = min(block_size or self.config.block_size, self.config.block_size)
+        cache = None
         for _ in range(max_new_tokens):
-            # The model has only learned block_size positions, so it sees the most recent `context` tokens.
-            idx_cond = idx[:, -context:]
-            logits, _ = self(idx_cond)
+            if not use_cache or cache is None or idx.size(1) > context:
+                # The model has only learned `context` positions, so it sees the most recent `context` tokens. Once
+                # the text is longer than that, the window slides and every position shifts: recompute it all.
+                cache = self.new_cache() if use_cache else None
+                logits, _ = self(idx[:, -context:], cache=cache)
+            else:
+                logits, _ = self(idx[:, -1:], cache=cache)  # only the newest token; the rest is in the cache
             idx_next = sample_next_token(logits[:, -1, :], temperature, top_k, generator)  # (B, 1)
             idx = torch.cat((idx, idx_next), dim=1)
             yield idx_next
@@ -182,9 +208,10 @@ class GPT(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
         """Return idx (B, T) extended by max_new_tokens sampled ids: (B, T + max_new_tokens)."""
-        new = list(self.generate_tokens(idx, max_new_tokens, temperature, top_k, generator))
+        new = list(self.generate_tokens(idx, max_new_tokens, temperature, top_k, generator, use_cache=use_cache))
         return torch.cat([idx, *new], dim=1)
 
 

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import GPT, PRESETS, GPTConfig
@@ -51,6 +52,7 @@ class TrainConfig:
     overwrite: bool = field(default=False, metadata={"help": "start a new run even if out_dir already holds one"})
     batch_size: int = field(default=64, metadata={"help": "sequences per optimizer step"})
     max_iters: int = field(default=5000, metadata={"help": "optimizer steps in the whole run"})
+    time_budget: float = field(default=0.0, metadata={"help": "seconds of training; the run and its LR schedule end when they are spent (0: no limit)"})
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate, reached at the end of warmup"})
     min_lr: float = field(default=1e-4, metadata={"help": "learning rate at the end of the cosine decay"})
     warmup_iters: int = field(default=100, metadata={"help": "steps of linear warmup from near 0 to learning_rate"})
@@ -59,18 +61,20 @@ class TrainConfig:
     beta2: float = field(default=0.99, metadata={"help": "AdamW beta2"})
     grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0 turns clipping off)"})
     eval_interval: int = field(default=250, metadata={"help": "evaluate and checkpoint every this many steps"})
-    eval_iters: int = field(default=50, metadata={"help": "batches per split in each evaluation"})
     patience: int = field(default=0, metadata={"help": "stop after this many evaluations without a new best val loss (0: never)"})
     log_interval: int = field(default=10, metadata={"help": "update the progress bar's loss every this many steps"})
     sample_chars: int = field(default=300, metadata={"help": "characters to sample at the end of the run (0: none)"})
     seed: int = field(default=1337, metadata={"help": "random seed: same seed and flags on CPU give the same losses"})
     device: str = field(default="auto", metadata={"help": "auto picks cuda, then mps, then cpu", "choices": ["auto", "cpu", "cuda", "mps"]})
+    compile: str = field(default="auto", metadata={"help": "torch.compile the training step: auto (CUDA with Triton only), on, off", "choices": ["auto", "on", "off"]})
     dtype: str = field(default="auto", metadata={"help": "auto: bfloat16 on GPUs that have it, float16 on older GPUs, float32 elsewhere", "choices": ["auto", "float32", "bfloat16", "float16"]})
 
 
-# What `python train.py` runs when the device is a CPU and no --preset was given: the medium preset would take many
-# hours there. This one took under 8 minutes on a 2-core machine (README, "The CPU default"). Any flag overrides these.
-CPU_DEFAULTS = {"preset": "tiny", "batch_size": 32, "block_size": 128, "max_iters": 3000, "eval_interval": 250, "eval_iters": 20}
+# What `python train.py` runs when the device is a CPU and no --preset was given: the medium preset would take about a
+# day there. Five minutes of the tiny preset instead, with the batch, context and learning rate that reached the
+# lowest full-val loss in 100-second runs on a 2-core machine (docs/tune_cpu.sh, docs/BENCHMARKS.md). Flags override.
+CPU_DEFAULTS = {"preset": "tiny", "batch_size": 32, "block_size": 64, "learning_rate": 4e-3, "warmup_iters": 50,
+                "time_budget": 300.0, "max_iters": 100_000, "eval_interval": 1000}
 
 
 class CLIError(Exception):
@@ -129,13 +133,13 @@ def parse_flags(argv) -> dict:
 def validate(cfg: TrainConfig, model_cfg: GPTConfig) -> None:
     """Reject settings that cannot train, naming the flag."""
     positive = {"batch_size": cfg.batch_size, "max_iters": cfg.max_iters, "learning_rate": cfg.learning_rate,
-                "eval_interval": cfg.eval_interval, "eval_iters": cfg.eval_iters, "log_interval": cfg.log_interval,
+                "eval_interval": cfg.eval_interval, "log_interval": cfg.log_interval,
                 "block_size": model_cfg.block_size, "n_layer": model_cfg.n_layer, "n_head": model_cfg.n_head,
                 "n_embd": model_cfg.n_embd}
     for name, value in positive.items():
         if not value > 0:
             raise CLIError(f"--{name} must be positive, got {value}")
-    for name in ("min_lr", "warmup_iters", "weight_decay", "grad_clip", "sample_chars", "patience"):
+    for name in ("min_lr", "warmup_iters", "weight_decay", "grad_clip", "sample_chars", "patience", "time_budget"):
         if getattr(cfg, name) < 0:
             raise CLIError(f"--{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.min_lr > cfg.learning_rate:
@@ -179,6 +183,21 @@ def pick_dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
             return torch.bfloat16, "this GPU supports bfloat16: half the memory traffic, no loss scaling needed"
         return torch.float16, "this GPU has no bfloat16, so float16 with loss scaling"
     return torch.float32, f"full precision on {device.type}"
+
+
+def pick_compile(device: torch.device, requested: str) -> tuple[bool, str]:
+    """Decide whether to torch.compile the training step, and say why."""
+    if requested == "off":
+        return False, "--compile off"
+    if requested == "on":
+        return True, "requested with --compile on"
+    if device.type != "cuda":
+        return False, f"the default on {device.type}: measured no faster on CPU, unreliable on MPS (README, Speed)"
+    if importlib.util.find_spec("triton") is None:
+        return False, "Triton is not installed, and compiling for CUDA needs it"
+    if torch.cuda.get_device_capability(device)[0] < 7:
+        return False, "this GPU is older than Triton supports (compute capability < 7.0)"
+    return True, "CUDA GPU with Triton"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -259,19 +278,60 @@ def get_batch(data: torch.Tensor, block_size: int, batch_size: int, generator: t
 # Learning rate: linear warmup, then cosine decay to min_lr.
 
 
-def get_lr(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for optimizer step `step` (0-based)."""
+def get_lr(step: int, cfg: TrainConfig, elapsed: float = 0.0) -> float:
+    """Learning rate for optimizer step `step` (0-based), `elapsed` seconds into the run.
+
+    With a time budget, the cosine follows whichever is further along, steps or time, so the model is fully
+    annealed (at min_lr) when the budget runs out instead of being cut off mid-schedule.
+    """
     if step < cfg.warmup_iters:
         return cfg.learning_rate * (step + 1) / cfg.warmup_iters  # never 0, reaches the peak on the last warmup step
-    if step >= cfg.max_iters:
-        return cfg.min_lr
-    progress = (step - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters)  # 0 -> 1
-    coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+    progress = 1.0 if step >= cfg.max_iters else (step - cfg.warmup_iters) / (cfg.max_iters - cfg.warmup_iters)  # 0 -> 1
+    if cfg.time_budget:
+        progress = max(progress, elapsed / cfg.time_budget)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))  # 1 -> 0
     return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Optimizer and evaluation
+
+
+def train_step(model: GPT, step_model, optimizer, scaler, autocast, x: torch.Tensor, y: torch.Tensor, grad_clip: float):
+    """One optimizer step on the batch (x, y). step_model is model or its compiled twin; they share parameters.
+
+    Returns the loss still on the device: reading it (.item()) would make the host wait for the device.
+    """
+    with autocast:
+        _, loss = step_model(x, y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
+
+
+def compile_for_training(model: GPT, train_data: torch.Tensor, B: int, T: int, autocast):
+    """torch.compile the model and compile it now, with one forward and backward, so that the minutes this can take
+    are reported apart from the run's time. Returns the compiled module, or the model itself if compiling fails."""
+    t0 = time.perf_counter()
+    try:
+        compiled = torch.compile(model)
+        x, y = get_batch(train_data, T, B, torch.Generator().manual_seed(0))
+        with autocast:
+            _, loss = compiled(x, y)
+        loss.backward()
+    except Exception as e:  # a missing compiler, an unsupported GPU, a Triton error: all mean "train without"
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        print(f"torch.compile failed ({reason}); training without it")
+        return model
+    finally:
+        model.zero_grad(set_to_none=True)
+    print(f"compiled the model in {time.perf_counter() - t0:.1f}s (not counted in the run's time)")
+    return compiled
 
 
 def configure_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -285,22 +345,32 @@ def configure_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> t
 
 
 
+def eval_windows(data: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut data into non-overlapping windows: inputs x and targets y, both (N, block_size).
+
+    Every token after the first is a target exactly once. The last window is padded, with target -1 (ignored);
+    the padding comes after the real positions, so causal attention keeps it from changing their predictions.
+    """
+    n = len(data) - 1  # next-token predictions in data
+    N = math.ceil(n / block_size)
+    x = torch.zeros(N * block_size, dtype=torch.long, device=data.device)
+    y = torch.full((N * block_size,), -1, dtype=torch.long, device=data.device)
+    x[:n], y[:n] = data[:-1], data[1:]
+    return x.view(N, block_size), y.view(N, block_size)
+
+
 @torch.no_grad()
-def estimate_loss(model: GPT, splits: dict, block_size: int, batch_size: int, eval_iters: int, seed: int, autocast) -> dict:
-    """Mean loss over eval_iters batches of each split. The same batches every time, so evals compare fairly."""
+def evaluate(model: GPT, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast=nullcontext()) -> float:
+    """Mean cross-entropy over every target in y (N, T) that is not -1, batch_size windows at a time, in eval mode."""
+    was_training = model.training
     model.eval()
-    out = {}
-    for name, data in splits.items():
-        generator = torch.Generator().manual_seed(seed)
-        losses = torch.zeros(eval_iters)
-        for i in range(eval_iters):
-            x, y = get_batch(data, block_size, batch_size, generator)
-            with autocast:
-                _, loss = model(x, y)
-            losses[i] = loss.item()
-        out[name] = losses.mean().item()
-    model.train()
-    return out
+    total = torch.zeros((), device=x.device)
+    for i in range(0, len(x), batch_size):
+        with autocast:
+            logits, _ = model(x[i : i + batch_size])  # (B, T, V)
+        total += F.cross_entropy(logits.flatten(0, 1).float(), y[i : i + batch_size].flatten(), ignore_index=-1, reduction="sum")
+    model.train(was_training)
+    return (total / (y != -1).sum()).item()  # one host sync per evaluation
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -351,22 +421,28 @@ def set_rng_states(states: dict, device: torch.device, batch_generator: torch.Ge
 # The training loop
 
 
-def train(cfg: TrainConfig, model_cfg: GPTConfig, tokenizer: CharTokenizer, ids: torch.Tensor,
-          device: torch.device, dtype: torch.dtype, resume_from: dict | None = None) -> dict:
+def train(cfg: TrainConfig, model_cfg: GPTConfig, tokenizer: CharTokenizer, ids: torch.Tensor, device: torch.device,
+          dtype: torch.dtype, resume_from: dict | None = None, use_compile: bool = False) -> dict:
     """Train a GPT on token ids, evaluating and checkpointing as configured. Returns a summary dict."""
     out_dir = Path(cfg.out_dir)
-    torch.manual_seed(cfg.seed)
-    batch_generator = torch.Generator().manual_seed(cfg.seed)  # batch order has its own, saved, random stream
-
+    torch.manual_seed(cfg.seed)  # the initial weights
+    # The whole corpus lives on the device: a batch is then one gather, with no copy from the host.
     train_data, val_data = (d.to(device=device, dtype=torch.long) for d in split_data(ids))
     B, T = cfg.batch_size, model_cfg.block_size
+    # Evaluation sees the whole val split, and a fixed sample of as many train windows: the same every time.
+    val_x, val_y = eval_windows(val_data, T)
+    train_x, train_y = get_batch(train_data, T, len(val_x), torch.Generator().manual_seed(cfg.seed))
 
     model = GPT(model_cfg).to(device)
     optimizer = configure_optimizer(model, cfg, device)
     # float16 needs loss scaling to keep small gradients from flushing to zero; for other dtypes this is a no-op.
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    step_model = compile_for_training(model, train_data, B, T, autocast) if use_compile else model
 
+    # Seeded after compiling, whose warm-up step draws dropout masks: the run is the same with or without it.
+    torch.manual_seed(cfg.seed + 1)
+    batch_generator = torch.Generator().manual_seed(cfg.seed)  # batch order has its own, saved, random stream
     t_start = time.perf_counter()
     step, best_val, elapsed_before, evals_without_improvement = 0, float("inf"), 0.0, 0
     if resume_from is not None:
@@ -405,15 +481,18 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, tokenizer: CharTokenizer, ids:
         print("matplotlib is not installed, so no loss.png (pip install matplotlib); metrics.csv has the numbers")
     tokens_interval, train_time_interval = 0, 0.0
     tokens_per_s = 0.0
-    bar = tqdm(total=cfg.max_iters, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    # With a time budget the step count is open-ended, so the bar counts steps and the postfix counts down seconds.
+    bar = tqdm(total=None if cfg.time_budget else cfg.max_iters, initial=step, desc="train", unit="step", dynamic_ncols=True)
     try:
         while True:
-            is_eval_step = step % cfg.eval_interval == 0 or step == cfg.max_iters
+            elapsed = elapsed_before + time.perf_counter() - t_start
+            out_of_time = cfg.time_budget > 0 and elapsed >= cfg.time_budget
+            is_eval_step = step % cfg.eval_interval == 0 or step == cfg.max_iters or out_of_time
             if is_eval_step and not (resume_from is not None and step == start_step):
-                losses = estimate_loss(model, {"train": train_data, "val": val_data}, T, B, cfg.eval_iters, cfg.seed, autocast)
+                losses = {"train": evaluate(model, train_x, train_y, B, autocast), "val": evaluate(model, val_x, val_y, B, autocast)}
                 if not all(math.isfinite(v) for v in losses.values()):
                     raise non_finite(step)
-                lr = get_lr(max(step - 1, 0), cfg)
+                lr = get_lr(step, cfg, elapsed)  # where the schedule stands now
                 elapsed = elapsed_before + time.perf_counter() - t_start
                 if train_time_interval > 0:
                     tokens_per_s = tokens_interval / train_time_interval
@@ -435,25 +514,20 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, tokenizer: CharTokenizer, ids:
                     break
             if step >= cfg.max_iters:
                 break
+            if out_of_time:
+                stop_reason = f"spent the time budget of {cfg.time_budget:g}s"
+                break
             if interrupted:  # checked here, after any evaluation due at this step, so resume never skips one
                 save_checkpoint(out_dir / "last.pt", checkpoint(full=True))
                 raise CLIError(f"interrupted at step {step}; saved {out_dir / 'last.pt'}. "
                                f"Continue with: python train.py --resume --out_dir {cfg.out_dir}", EXIT_INTERRUPTED)
 
             t0 = time.perf_counter()
-            lr = get_lr(step, cfg)
+            lr = get_lr(step, cfg, elapsed)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = get_batch(train_data, T, B, batch_generator)
-            with autocast:
-                _, loss = model(x, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_step(model, step_model, optimizer, scaler, autocast, x, y, cfg.grad_clip)
             step += 1
 
             log_now = step % cfg.log_interval == 0 or step == cfg.max_iters
@@ -465,7 +539,10 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, tokenizer: CharTokenizer, ids:
             if log_now:
                 if not math.isfinite(loss_value):
                     raise non_finite(step)
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_interval / train_time_interval:,.0f}")
+                postfix = dict(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_interval / train_time_interval:,.0f}")
+                if cfg.time_budget:
+                    postfix["left"] = f"{max(0.0, cfg.time_budget - elapsed):.0f}s"
+                bar.set_postfix(postfix)
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous_handler)
@@ -578,7 +655,9 @@ def main(argv=None) -> int:
         given = parse_flags(argv)
         device, device_reason = pick_device(given.get("device", "auto"))
         dtype, dtype_reason = pick_dtype(device, given.get("dtype", "auto"))
-        print(f"device: {device} ({device_reason}) | dtype: {str(dtype).removeprefix('torch.')} ({dtype_reason})"
+        use_compile, compile_reason = pick_compile(device, given.get("compile", "auto"))
+        print(f"device: {device} ({device_reason}) | dtype: {str(dtype).removeprefix('torch.')} ({dtype_reason}) | "
+              f"compile: {'on' if use_compile else 'off'} ({compile_reason})"
               + (f" | {torch.get_num_threads()} CPU threads" if device.type == "cpu" else ""))
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere+: much faster, ample precision
@@ -621,7 +700,7 @@ def main(argv=None) -> int:
 
         check_writable(out_dir)
         try:
-            result = train(cfg, model_cfg, tokenizer, ids, device, dtype, resume_from)
+            result = train(cfg, model_cfg, tokenizer, ids, device, dtype, resume_from, use_compile)
         except (RuntimeError, MemoryError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError; MPS raises a plain one
             if not (isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()):
                 raise

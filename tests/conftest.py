@@ -12,7 +12,7 @@ import train  # noqa: E402
 
 # A model small enough that a few optimizer steps take well under a second on one CPU core.
 TINY_FLAGS = ["--preset", "tiny", "--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--block_size", "32",
-              "--batch_size", "8", "--eval_iters", "2", "--sample_chars", "0", "--device", "cpu"]
+              "--batch_size", "8", "--sample_chars", "0", "--device", "cpu"]
 
 
 @pytest.fixture

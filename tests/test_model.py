@@ -158,3 +158,28 @@ def test_generation_past_block_size_uses_the_last_block_size_tokens():
     # The last token must be the greedy choice given only the 32 tokens before it.
     logits, _ = model(out[:, -33:-1])
     assert torch.equal(out[:, -1], logits[:, -1].argmax(-1))
+
+
+def test_cached_logits_equal_uncached_logits_at_every_position():
+    torch.manual_seed(0)
+    model = GPT(SMALL).eval()
+    idx = torch.randint(65, (2, SMALL.block_size))
+    full, _ = model(idx)  # (2, 32, 65): every position computed at once, no cache
+    cache = model.new_cache()
+    prefill, _ = model(idx[:, :5], cache=cache)
+    assert torch.allclose(prefill, full[:, :5], atol=1e-4)
+    for t in range(5, SMALL.block_size):
+        step, _ = model(idx[:, t : t + 1], cache=cache)
+        assert torch.allclose(step[:, 0], full[:, t], atol=1e-4), f"position {t}"
+    with pytest.raises(ValueError, match="block_size"):
+        model(idx[:, :1], cache=cache)  # the cache is full: no position 32 exists
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_cached_generation_past_block_size_matches_the_sliding_window(temperature):
+    torch.manual_seed(0)
+    model = GPT(SMALL).eval()
+    start = torch.randint(65, (2, 10))
+    runs = [model.generate(start, 3 * SMALL.block_size, temperature=temperature,
+                           generator=torch.Generator().manual_seed(3), use_cache=use_cache) for use_cache in (True, False)]
+    assert torch.equal(*runs)

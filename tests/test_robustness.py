@@ -131,7 +131,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_checkpoints(small_text, t
     assert run_train(small_text, tmp_path, "--max_iters", "4", "--eval_interval", "2") == 0
     before = snapshot(tmp_path)
     real_get_lr = train.get_lr
-    monkeypatch.setattr(train, "get_lr", lambda step, cfg: float("nan") if step == 5 else real_get_lr(step, cfg))
+    monkeypatch.setattr(train, "get_lr", lambda step, cfg, elapsed=0.0: float("nan") if step == 5 else real_get_lr(step, cfg, elapsed))
     code = run_train(small_text, tmp_path, "--max_iters", "8", "--eval_interval", "4", "--log_interval", "1", "--resume")
     err = one_line_error(capsys)
     assert code == train.EXIT_FAILED
@@ -160,7 +160,7 @@ def test_out_of_memory_names_the_flags_to_lower(small_text, tmp_path, monkeypatc
     def no_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(train, "estimate_loss", no_memory)
+    monkeypatch.setattr(train, "evaluate", no_memory)
     code = run_train(small_text, tmp_path, "--max_iters", "2")
     err = one_line_error(capsys)
     assert code == train.EXIT_FAILED

@@ -208,7 +208,7 @@ def test_checkpoint_round_trip_gives_identical_logits(small_text, tmp_path):
     text = small_text.read_text(encoding="utf-8")
     tokenizer = train.CharTokenizer.from_text(text)
     ids = torch.from_numpy(tokenizer.encode(text).astype("int64"))
-    cfg = train.TrainConfig(out_dir=str(tmp_path), max_iters=6, eval_interval=3, eval_iters=1, batch_size=4)
+    cfg = train.TrainConfig(out_dir=str(tmp_path), max_iters=6, eval_interval=3, batch_size=4)
     model_cfg = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)
     result = train.train(cfg, model_cfg, tokenizer, ids, torch.device("cpu"), torch.float32)
     checkpoint = train.load_checkpoint(tmp_path / "last.pt")
@@ -235,10 +235,10 @@ def test_resume_after_a_crash_gives_the_same_losses(small_text, tmp_path, monkey
 
     real_get_lr = train.get_lr
 
-    def crash_at_step_10(step, cfg):
+    def crash_at_step_10(step, cfg, elapsed=0.0):
         if step == 10:
             raise RuntimeError("simulated crash")  # after the step-8 checkpoint, before the step-12 one
-        return real_get_lr(step, cfg)
+        return real_get_lr(step, cfg, elapsed)
 
     monkeypatch.setattr(train, "get_lr", crash_at_step_10)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -255,10 +255,10 @@ def test_ctrl_c_saves_and_resume_continues_exactly(small_text, tmp_path, monkeyp
 
     real_get_lr = train.get_lr
 
-    def ctrl_c_at_step_6(step, cfg):
+    def ctrl_c_at_step_6(step, cfg, elapsed=0.0):
         if step == 6:
             os.kill(os.getpid(), signal.SIGINT)
-        return real_get_lr(step, cfg)
+        return real_get_lr(step, cfg, elapsed)
 
     monkeypatch.setattr(train, "get_lr", ctrl_c_at_step_6)
     assert run_train(small_text, tmp_path / "split", *flags) == train.EXIT_INTERRUPTED
@@ -282,3 +282,57 @@ def test_a_new_run_does_not_overwrite_a_saved_one(small_text, tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert (tmp_path / "last.pt").read_bytes() == before
     assert run_train(small_text, tmp_path, "--max_iters", "2", "--eval_interval", "2", "--overwrite") == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the time budget and evaluation
+
+
+def test_time_budget_schedule_follows_whichever_is_further_along():
+    cfg = train.TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=1000, time_budget=100.0)
+    assert train.get_lr(5, cfg, elapsed=90.0) == train.get_lr(5, cfg, elapsed=0.0)  # warmup goes by steps
+    assert train.get_lr(20, cfg, elapsed=50.0) == pytest.approx(train.get_lr(505, cfg))  # time is further along
+    assert train.get_lr(800, cfg, elapsed=1.0) == train.get_lr(800, cfg)  # steps are further along
+    assert train.get_lr(20, cfg, elapsed=100.0) == pytest.approx(cfg.min_lr)  # fully annealed when time is up
+    assert train.get_lr(20, cfg, elapsed=250.0) == pytest.approx(cfg.min_lr)
+    lrs = [train.get_lr(10 + i, cfg, elapsed=i * 0.5) for i in range(300)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_a_time_budget_ends_the_run_annealed(small_text, tmp_path, capsys):
+    code = run_train(small_text, tmp_path, "--max_iters", "100000", "--time_budget", "3", "--eval_interval", "1000",
+                     "--warmup_iters", "2")
+    out = capsys.readouterr().out
+    rows = read_metrics(tmp_path)
+    assert code == 0
+    assert "spent the time budget of 3s" in out
+    assert 0 < rows[-1]["step"] < 100000
+    assert rows[-1]["lr"] == pytest.approx(train.TrainConfig.min_lr)  # the schedule reached its end
+    assert rows[-1]["step"] % 1000 != 0 or rows[-1]["step"] == 0  # the last evaluation came from the budget
+    assert 3 <= rows[-1]["elapsed_s"] < 10
+
+
+def test_eval_windows_cover_every_target_once():
+    data = torch.arange(23)
+    x, y = train.eval_windows(data, 5)
+    assert x.shape == y.shape == (5, 5)  # 22 targets need 5 windows of 5
+    assert y[y != -1].tolist() == list(range(1, 23))
+    assert torch.equal(x[y != -1], data[:-1])
+
+
+def test_evaluate_equals_the_mean_loss_over_the_whole_split():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    data = torch.randint(11, (50,))
+    x, y = train.eval_windows(data, 8)
+    # The same number by brute force: each target scored with its own window's context.
+    losses = []
+    for start in range(0, 49, 8):
+        logits, _ = model.eval()(data[start : min(start + 8, 49)][None])
+        targets = data[start + 1 : min(start + 9, 50)]
+        losses.append(torch.nn.functional.cross_entropy(logits[0], targets, reduction="sum"))
+    expected = (sum(losses) / 49).item()
+    model.train()
+    assert train.evaluate(model, x, y, batch_size=3) == pytest.approx(expected, rel=1e-5)
+    assert model.training  # mode restored
+    assert train.evaluate(model, x, y, batch_size=7) == pytest.approx(expected, rel=1e-5)  # any batching

@@ -1,0 +1,55 @@
+"""bench.py and evaluate.py: the commands that produce the figures in the docs."""
+
+import re
+
+import pytest
+
+import bench
+import evaluate
+from conftest import read_metrics, run_train
+
+
+def test_bench_quick_prints_training_and_generation_tables(tmp_path, capsys):
+    out = tmp_path / "bench.md"
+    assert bench.main(["--quick", "--out", str(out)]) == 0
+    table = out.read_text(encoding="utf-8")
+    assert table == capsys.readouterr().out.split("written to")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| tiny |")]
+    assert len(rows) == 2  # one training row, one generation row
+    train_row, gen_row = ([c.strip() for c in row.strip("|").split("|")] for row in rows)
+    assert float(train_row[2].replace(",", "")) > 0 and float(train_row[3].replace(",", "")) > 0
+    cached, uncached, speedup = (float(c.rstrip("x").replace(",", "")) for c in gen_row[1:])
+    assert speedup == pytest.approx(cached / uncached, rel=0.1)
+    assert "torch" in table and "Device: cpu" in table
+
+
+def test_bench_reports_time_to_a_target_loss(small_text, tmp_path, capsys):
+    assert run_train(small_text, tmp_path, "--max_iters", "6", "--eval_interval", "2") == 0
+    rows = read_metrics(tmp_path)
+    target = rows[2]["val_loss"]  # reached at step 4, not before
+    capsys.readouterr()
+    assert bench.main(["--metrics", str(tmp_path / "metrics.csv"), "--target_loss", str(target)]) == 0
+    line = capsys.readouterr().out
+    assert "first at step 4," in line and f"{rows[2]['elapsed_s']:.1f}s" in line
+    assert bench.main(["--metrics", str(tmp_path / "metrics.csv"), "--target_loss", "0.01"]) == 0
+    assert "never reached" in capsys.readouterr().out
+
+
+def test_evaluate_prints_the_full_val_loss_that_training_logged(small_text, tmp_path, capsys):
+    assert run_train(small_text, tmp_path, "--max_iters", "4", "--eval_interval", "2") == 0
+    last_row = read_metrics(tmp_path)[-1]
+    capsys.readouterr()
+    assert evaluate.main(["--checkpoint", str(tmp_path / "last.pt"), "--batch_size", "5"]) == 0
+    out = capsys.readouterr().out
+    loss = float(re.search(r"full val loss (\d+\.\d+)", out).group(1))
+    assert loss == pytest.approx(last_row["val_loss"], abs=1e-4)
+    n_val = len(small_text.read_text(encoding="utf-8")) - int(0.9 * len(small_text.read_text(encoding="utf-8")))
+    assert f"over {n_val - 1:,} characters" in out  # every val character but the first is predicted once
+
+
+@pytest.mark.parametrize("flags, expected", [(["--checkpoint", "nowhere.pt"], "train one first"),
+                                             (["--batch_size", "0"], "--batch_size must be positive")])
+def test_evaluate_user_errors(flags, expected, capsys):
+    assert evaluate.main(flags) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and expected in err
