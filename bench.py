@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets to time")
     parser.add_argument("--batch_size", type=int, default=64, help="sequences per training step")
     parser.add_argument("--block_size", type=int, default=256, help="training context length")
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps per preset")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per preset (0: skip training)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     parser.add_argument("--new_tokens", type=int, default=500, help="tokens to generate per measurement (0: skip generation)")
     parser.add_argument("--compile", default="off", choices=["on", "off"], help="torch.compile the training step")
@@ -116,8 +116,8 @@ def main(argv=None) -> int:
         unknown = [p for p in presets if p not in PRESETS]
         if unknown:
             raise CLIError(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
-        if min(args.batch_size, args.block_size, args.steps) < 1 or args.warmup < 0 or args.new_tokens < 0:
-            raise CLIError("--batch_size, --block_size and --steps must be positive, --warmup and --new_tokens >= 0")
+        if min(args.batch_size, args.block_size) < 1 or min(args.steps, args.warmup, args.new_tokens) < 0:
+            raise CLIError("--batch_size and --block_size must be positive, --steps, --warmup and --new_tokens >= 0")
         device, _ = pick_device(args.device)
         dtype, _ = pick_dtype(device, "auto")
     except CLIError as e:
@@ -125,12 +125,14 @@ def main(argv=None) -> int:
         return e.code
 
     dtype_name = str(dtype).removeprefix("torch.")
-    lines = [machine_line(device), "",
-             f"Training, batch {args.batch_size} x {args.block_size}, {dtype_name}, compile {args.compile}, "
-             f"{args.steps} timed steps after {args.warmup} warm-up:", "",
-             "| preset | parameters | ms/step | tokens/s | compile s |", "|---|---:|---:|---:|---:|"]
-    print("\n".join(lines), flush=True)
-    for preset in presets:
+    lines = [machine_line(device)]
+    print(lines[0], flush=True)
+    if args.steps:
+        lines += ["", f"Training, batch {args.batch_size} x {args.block_size}, {dtype_name}, compile {args.compile}, "
+                  f"{args.steps} timed steps after {args.warmup} warm-up:", "",
+                  "| preset | parameters | ms/step | tokens/s | compile s |", "|---|---:|---:|---:|---:|"]
+        print("\n".join(lines[-5:]), flush=True)
+    for preset in presets if args.steps else []:
         r = time_training(preset, args.batch_size, args.block_size, args.steps, args.warmup, device, dtype, args.compile == "on")
         lines.append(f"| {preset} | {r['params']:,} | {1000 * r['s_per_step']:,.1f} | {r['tokens_per_s']:,.0f} | "
                      f"{r['compile_s']:.1f} |")

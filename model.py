@@ -201,18 +201,12 @@ class GPT(nn.Module):
             yield idx_next
 
     @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-    ) -> torch.Tensor:
-        """Return idx (B, T) extended by max_new_tokens sampled ids: (B, T + max_new_tokens)."""
-        new = list(self.generate_tokens(idx, max_new_tokens, temperature, top_k, generator, use_cache=use_cache))
-        return torch.cat([idx, *new], dim=1)
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, **sampling) -> torch.Tensor:
+        """Return idx (B, T) extended by max_new_tokens sampled ids: (B, T + max_new_tokens).
+
+        sampling: the keyword arguments of generate_tokens (temperature, top_k, generator, block_size, use_cache).
+        """
+        return torch.cat([idx, *self.generate_tokens(idx, max_new_tokens, **sampling)], dim=1)
 
 
 def sample_next_token(

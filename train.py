@@ -1,6 +1,6 @@
 """Train a character-level GPT on Tiny Shakespeare (or any UTF-8 text file).
 
-    python train.py                      # medium on a GPU / Apple MPS; a ~10-minute run on a CPU
+    python train.py                      # medium on a GPU / Apple MPS; a 5-minute run on a CPU
     python train.py --preset small --max_iters 2000
     python train.py --resume             # continue out/last.pt where it stopped
 
