@@ -1,7 +1,6 @@
 """Runs you can trust: crash-safe checkpoints, exact resume after kill -9 or Ctrl-C, early stopping, the loss plot,
 refusing unsafe or broken checkpoints, and a matrix of bad input that must fail cleanly without harming saved files."""
 
-import os
 import pickle
 import shutil
 import signal
