@@ -4,24 +4,31 @@
     python bench.py --presets medium --compile on     # one preset, compiled
     python bench.py --quick                           # tiny settings, a few seconds (CI runs this)
     python bench.py --metrics out/metrics.csv --target_loss 1.47   # when did a run first reach a val loss?
+    python bench.py --data_mb 300                     # encoding a 300 MB text: first time, cached, peak memory
 
 Training: full optimizer steps (forward, backward, clip, AdamW) in the dtype train.py would use, on random token
 ids, timed after warm-up steps with the device synchronised before each clock read. Generation: new tokens per
-second from a one-token prompt, with the KV cache and with full-context recomputation at every step.
+second from a one-token prompt, with the KV cache and with full-context recomputation at every step. Encoding:
+dataset.prepare() on a generated text of --data_mb megabytes, each run in a fresh process so that its peak memory
+(the operating system's high-water mark for that process) is its own.
 """
 
+import json
 import platform
+import random
+import subprocess
 import sys
 import time
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from model import GPT, PRESETS
 from train import (CLIError, FlagParser, TrainConfig, compile_for_training, configure_optimizer, get_batch,
-                   pick_device, pick_dtype, read_metrics, train_step)
+                   pick_device, pick_dtype, read_metrics, sample_starts, train_step)
 
 
 def synchronize(device: torch.device) -> None:
@@ -40,17 +47,21 @@ def time_training(preset: str, batch_size: int, block_size: int, steps: int, war
     optimizer = configure_optimizer(model, TrainConfig(), device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
-    data = torch.randint(65, (100_000,), device=device)
-    t0 = time.perf_counter()
-    step_model = compile_for_training(model, data, batch_size, block_size, autocast) if use_compile else model
-    compile_s = time.perf_counter() - t0 if use_compile else 0.0
+    data = np.random.default_rng(0).integers(65, size=100_000, dtype=np.uint16)
     generator = torch.Generator().manual_seed(0)
+
+    def next_batch():
+        return get_batch(data, block_size, sample_starts(len(data), block_size, batch_size, generator), device)
+
+    t0 = time.perf_counter()
+    step_model = compile_for_training(model, *next_batch(), autocast) if use_compile else model
+    compile_s = time.perf_counter() - t0 if use_compile else 0.0
     for i in range(warmup + steps):
         if i == warmup:
             synchronize(device)
             t0 = time.perf_counter()
-        x, y = get_batch(data, block_size, batch_size, generator)
-        train_step(model, step_model, optimizer, scaler, autocast, x, y, grad_clip=1.0)
+        batch = next_batch()
+        train_step(model, step_model, optimizer, scaler, autocast, [batch], grad_clip=1.0)
     synchronize(device)
     seconds = (time.perf_counter() - t0) / steps
     return {"params": model.num_params(), "s_per_step": seconds, "tokens_per_s": batch_size * block_size / seconds,
@@ -68,6 +79,64 @@ def time_generation(preset: str, new_tokens: int, device: torch.device, use_cach
     model.generate(start, new_tokens, temperature=1.0, generator=torch.Generator().manual_seed(0), use_cache=use_cache)
     synchronize(device)
     return new_tokens / (time.perf_counter() - t0)
+
+
+def make_big_text(path: Path, megabytes: int, source: Path) -> None:
+    """Write about megabytes MB of text: source's lines in a seeded random order, with a line of other scripts now
+    and then so the vocabulary is wider than English's."""
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+    extra = ["Ἐν ἀρχῇ ἦν ὁ λόγος.\n", "В начале было Слово.\n", "太初有道。\n", "🎭 Exeunt omnes.\n"]
+    rng = random.Random(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = megabytes * 1_000_000
+    with open(path, "w", encoding="utf-8") as f:
+        written = 0
+        while written < target:
+            chunk = "".join(rng.choice(extra) if rng.random() < 0.01 else rng.choice(lines) for _ in range(10_000))
+            written += f.write(chunk)  # characters, a little under bytes: close enough for a size label
+
+
+def time_encoding(text_path: Path, cache_dir: Path, kind: str, vocab_size: int) -> dict:
+    """Wall time and peak memory of dataset.prepare() in a fresh Python process (torch is not imported there)."""
+    code = ("import json, resource, sys, time; from pathlib import Path; from dataset import prepare; "
+            "t = time.perf_counter(); "
+            "d = prepare(Path(sys.argv[1]), Path(sys.argv[2]), kind=sys.argv[3], vocab_size=int(sys.argv[4]), log=lambda m: None); "
+            "s = time.perf_counter() - t; "
+            "print(json.dumps({'s': s, 'peak_rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+            "'tokens': len(d.train) + len(d.val), 'from_cache': d.from_cache, 'vocab': d.tokenizer.vocab_size}))")
+    proc = subprocess.run([sys.executable, "-c", code, str(text_path), str(cache_dir), kind, str(vocab_size)],
+                          cwd=Path(__file__).resolve().parent, capture_output=True, text=True)
+    if proc.returncode:
+        raise CLIError(f"encoding failed: {proc.stderr.strip().splitlines()[-1]}", 1)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def encoding_table(megabytes: int, work_dir: Path, bpe_vocab: int) -> list[str]:
+    """Markdown lines: first and cached prepare() of a generated text, char and BPE."""
+    from train import DEFAULT_DATA
+
+    if not DEFAULT_DATA.exists():
+        raise CLIError(f"the encoding benchmark builds its text from Tiny Shakespeare at {DEFAULT_DATA}; run train.py once")
+    text_path = work_dir / f"text-{megabytes}MB.txt"
+    if not text_path.exists():
+        make_big_text(text_path, megabytes, DEFAULT_DATA)
+    size_mb = text_path.stat().st_size / 1e6
+    lines = ["", f"Encoding {text_path} ({size_mb:,.0f} MB; Tiny Shakespeare's lines shuffled, 1% in other scripts). "
+             "Peak memory is the whole process's, Python and numpy included:", "",
+             "| tokenizer | run | seconds | MB/s | peak memory MB | tokens | vocab |", "|---|---|---:|---:|---:|---:|---:|"]
+    print("\n".join(lines), flush=True)
+    for kind in ("char", "bpe"):
+        cache_dir = work_dir / f"cache-{kind}"
+        for f in cache_dir.glob("*"):  # the first run must really encode
+            f.unlink()
+        for run in ("first", "cached"):
+            r = time_encoding(text_path, cache_dir, kind, bpe_vocab)
+            assert r["from_cache"] == (run == "cached")
+            name = kind if kind == "char" else f"bpe {bpe_vocab}"
+            lines.append(f"| {name} | {run} | {r['s']:,.1f} | {size_mb / r['s']:,.0f} | {r['peak_rss_kb'] / 1024:,.0f} | "
+                         f"{r['tokens']:,} | {r['vocab']:,} |")
+            print(lines[-1], flush=True)
+    return lines
 
 
 def time_to_target(metrics_path: Path, target: float) -> str:
@@ -102,6 +171,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny preset, tiny batch, few tokens: a smoke test in seconds")
     parser.add_argument("--metrics", default=None, help="instead of timing: read a run's metrics.csv and report time to --target_loss")
     parser.add_argument("--target_loss", type=float, default=1.47, help="val loss for --metrics")
+    parser.add_argument("--data_mb", type=int, default=0, help="instead of timing the model: encode a generated text of this many MB")
+    parser.add_argument("--bpe_vocab", type=int, default=512, help="BPE vocabulary size for --data_mb")
     parser.add_argument("--out", default="out/bench.md", help="markdown file for the results")
     try:
         args = parser.parse_args(argv)
@@ -109,6 +180,11 @@ def main(argv=None) -> int:
             if not Path(args.metrics).is_file():
                 raise CLIError(f"no metrics file at {args.metrics}; pass the metrics.csv a train.py run wrote")
             print(time_to_target(Path(args.metrics), args.target_loss))
+            return 0
+        if args.data_mb:
+            lines = [machine_line(torch.device("cpu"))] + encoding_table(args.data_mb, Path("out/bench-data"), args.bpe_vocab)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
             return 0
         if args.quick:
             args.presets, args.batch_size, args.block_size, args.steps, args.warmup, args.new_tokens = "tiny", 4, 32, 2, 1, 20

@@ -1,9 +1,9 @@
-"""Sample text from a trained checkpoint, printing each character as it is generated.
+"""Sample text from a trained checkpoint, printing the text as it is generated.
 
     python generate.py --temperature 0.8 --top_k 40
     python generate.py --prompt "ROMEO:" --max_new_tokens 300 --num_samples 3
 
-Everything needed (architecture, weights, vocabulary) is inside the checkpoint.
+Everything needed (architecture, weights, tokenizer: a character vocabulary or a BPE) is inside the checkpoint.
 """
 
 import argparse
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from model import GPT, GPTConfig
-from tokenizer import CharTokenizer
+from tokenizer import StreamDecoder, tokenizer_from_checkpoint
 from train import EXIT_INTERRUPTED, CLIError, FlagParser, load_checkpoint, pick_device
 
 
@@ -22,9 +22,9 @@ def build_parser() -> FlagParser:
     parser = FlagParser(description="Sample text from a trained checkpoint.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", default="out/best.pt", help="checkpoint written by train.py")
     parser.add_argument("--prompt", default="\n", help="text the samples continue; every character must be in the model's vocabulary")
-    parser.add_argument("--max_new_tokens", type=int, default=500, help="characters to generate per sample")
+    parser.add_argument("--max_new_tokens", type=int, default=500, help="tokens to generate per sample (characters, for a char model)")
     parser.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; below 1 is safer, above 1 is wilder")
-    parser.add_argument("--top_k", type=int, default=40, help="sample only among the k most likely characters (clamped to the vocabulary size)")
+    parser.add_argument("--top_k", type=int, default=40, help="sample only among the k most likely tokens (clamped to the vocabulary size)")
     parser.add_argument("--block_size", type=int, default=None, help="context the model sees while sampling (default: the checkpoint's; cannot exceed it)")
     parser.add_argument("--num_samples", type=int, default=1, help="how many samples to print")
     parser.add_argument("--seed", type=int, default=1337, help="random seed: the same seed gives the same text")
@@ -50,8 +50,11 @@ def main(argv=None) -> int:
         args = parse_args(argv)
         checkpoint = load_checkpoint(Path(args.checkpoint))
         device, _ = pick_device(args.device)
-        tokenizer = CharTokenizer(checkpoint["vocab"])
-        unknown = tokenizer.unknown(args.prompt)
+        try:
+            tokenizer = tokenizer_from_checkpoint(checkpoint)
+        except ValueError as e:
+            raise CLIError(f"{args.checkpoint} holds a tokenizer this version cannot read ({e})") from None
+        unknown = tokenizer.unknown(args.prompt)  # none for BPE: it encodes any text
         if unknown:
             raise CLIError("the prompt has characters the model never saw: " + " ".join(repr(c) for c in unknown)
                            + "; remove them or train on text that contains them")
@@ -72,11 +75,12 @@ def main(argv=None) -> int:
             if i:
                 print("\n" + "-" * 40)
             sys.stdout.write(args.prompt)
+            decoder = StreamDecoder(tokenizer)  # holds back a BPE token that ends inside a multi-byte character
             for idx_next in model.generate_tokens(prompt, args.max_new_tokens, args.temperature, args.top_k, generator,
                                                   args.block_size):
-                sys.stdout.write(tokenizer.decode(idx_next[0].tolist()))
+                sys.stdout.write(decoder.push(idx_next[0].tolist()))
                 sys.stdout.flush()
-            sys.stdout.write("\n")
+            sys.stdout.write(decoder.flush() + "\n")
         return 0
     except CLIError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -58,7 +58,7 @@ def test_scripts_end_to_end_as_subprocesses(small_text, tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert gen.returncode == 0, gen.stderr
     assert len(gen.stdout) == 1 + 120 + 1  # the newline prompt, the sample, a final newline
-    vocab = torch.load(out_dir / "best.pt", weights_only=True)["vocab"]
+    vocab = torch.load(out_dir / "best.pt", weights_only=True)["tokenizer"]["data"]
     assert set(gen.stdout) <= set(vocab)
     bad = subprocess.run([sys.executable, "generate.py", "--checkpoint", str(tmp_path / "missing.pt")],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)

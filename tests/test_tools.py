@@ -1,5 +1,6 @@
 """bench.py and evaluate.py: the commands that produce the figures in the docs."""
 
+import math
 import re
 
 import pytest
@@ -44,7 +45,9 @@ def test_evaluate_prints_the_full_val_loss_that_training_logged(small_text, tmp_
     loss = float(re.search(r"full val loss (\d+\.\d+)", out).group(1))
     assert loss == pytest.approx(last_row["val_loss"], abs=1e-4)
     n_val = len(small_text.read_text(encoding="utf-8")) - int(0.9 * len(small_text.read_text(encoding="utf-8")))
-    assert f"over {n_val - 1:,} characters" in out  # every val character but the first is predicted once
+    assert f"over {n_val - 1:,} tokens ({n_val - 1:,} characters)" in out  # every val character but the first, once
+    bits = float(re.search(r"(\d+\.\d+) bits per character", out).group(1))
+    assert bits == pytest.approx(loss / math.log(2), abs=2e-4)  # one token per character: bits are nats / ln 2
 
 
 @pytest.mark.parametrize("flags, expected", [(["--checkpoint", "nowhere.pt"], "train one first"),

@@ -8,11 +8,13 @@ import signal
 import socket
 import threading
 
+import numpy as np
 import pytest
 import torch
 
 import train
 from conftest import TINY_FLAGS, read_metrics, run_train
+from dataset import prepare
 from model import GPT, GPTConfig
 
 
@@ -43,28 +45,35 @@ def test_warmup_rises_linearly():
 # data
 
 
+def _batch(data, block_size, batch_size, generator):
+    starts = train.sample_starts(len(data), block_size, batch_size, generator)
+    return train.get_batch(data, block_size, starts, torch.device("cpu"))
+
+
 def test_batches_are_windows_with_targets_shifted_by_one():
-    data = torch.arange(1000)
-    x, y = train.get_batch(data, 16, 5, torch.Generator().manual_seed(0))
-    assert x.shape == y.shape == (5, 16)
+    data = np.arange(1000, dtype=np.uint16)
+    x, y = _batch(data, 16, 5, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (5, 16) and x.dtype == torch.long
     assert torch.equal(y[:, :-1], x[:, 1:])
     assert torch.equal(x[:, 1:] - x[:, :-1], torch.ones(5, 15, dtype=torch.long))  # contiguous windows
 
 
 def test_batches_reach_the_last_token_and_no_further():
-    data = torch.arange(20)
+    data = np.arange(20, dtype=np.uint16)
     seen = set()
     generator = torch.Generator().manual_seed(0)
     for _ in range(200):
-        x, y = train.get_batch(data, 8, 4, generator)
+        x, y = _batch(data, 8, 4, generator)
         seen.update(y.flatten().tolist())
     assert max(seen) == 19
 
 
-def test_split_is_first_90_percent_then_last_10():
-    train_ids, val_ids = train.split_data(torch.arange(1000))
-    assert train_ids.tolist() == list(range(900))
-    assert val_ids.tolist() == list(range(900, 1000))
+def test_batches_read_a_memory_map_of_a_wide_vocabulary(tmp_path):
+    ids = np.arange(70_000, 70_100, dtype=np.uint32)  # ids past uint16, as a vocabulary of 70k tokens has
+    ids.tofile(tmp_path / "ids.bin")
+    data = np.memmap(tmp_path / "ids.bin", dtype=np.uint32, mode="r")
+    x, y = _batch(data, 10, 3, torch.Generator().manual_seed(0))
+    assert x.min() >= 70_000 and torch.equal(y[:, :-1], x[:, 1:])
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -148,26 +157,26 @@ def test_main_offline_without_corpus_says_where_to_put_it(tmp_path, monkeypatch,
 
 
 def test_cpu_without_preset_gets_the_quick_defaults():
-    cfg, model_cfg = train.resolve_configs({}, torch.device("cpu"), 65, None)
+    cfg, model_cfg = train.resolve_configs({}, torch.device("cpu"), None)
     assert cfg.preset == train.CPU_DEFAULTS["preset"]
     assert cfg.max_iters == train.CPU_DEFAULTS["max_iters"]
     assert model_cfg.n_layer == train.PRESETS[train.CPU_DEFAULTS["preset"]].n_layer
-    cfg, model_cfg = train.resolve_configs({"max_iters": 7}, torch.device("cpu"), 65, None)
+    cfg, model_cfg = train.resolve_configs({"max_iters": 7}, torch.device("cpu"), None)
     assert cfg.max_iters == 7 and cfg.preset == train.CPU_DEFAULTS["preset"]  # a flag overrides one default only
 
 
 @pytest.mark.parametrize("device", ["cuda", "mps"])
 def test_accelerators_default_to_medium(device):
-    cfg, model_cfg = train.resolve_configs({}, torch.device(device), 65, None)
+    cfg, model_cfg = train.resolve_configs({}, torch.device(device), None)
     assert cfg.preset == "medium" and cfg.max_iters == 5000 and cfg.batch_size == 64
     assert (model_cfg.n_layer, model_cfg.n_head, model_cfg.n_embd, model_cfg.block_size) == (6, 6, 384, 256)
     assert model_cfg.dropout == 0.2
 
 
 def test_explicit_preset_and_model_overrides():
-    cfg, model_cfg = train.resolve_configs({"preset": "small", "n_layer": 3, "dropout": 0.0}, torch.device("cpu"), 50, None)
+    cfg, model_cfg = train.resolve_configs({"preset": "small", "n_layer": 3, "dropout": 0.0}, torch.device("cpu"), None)
     assert cfg.preset == "small" and cfg.max_iters == 5000
-    assert (model_cfg.n_layer, model_cfg.n_embd, model_cfg.dropout, model_cfg.vocab_size) == (3, 256, 0.0, 50)
+    assert (model_cfg.n_layer, model_cfg.n_embd, model_cfg.dropout) == (3, 256, 0.0)
 
 
 def test_every_config_field_is_a_flag():
@@ -201,20 +210,18 @@ def test_training_writes_checkpoints_and_metrics(small_text, tmp_path, capsys):
     assert _is_plain(last) and _is_plain(best)
     assert last["step"] == 8 and "optimizer" in last and "rng" in last
     assert best["best_val_loss"] == last["best_val_loss"] == pytest.approx(min(r["val_loss"] for r in rows), rel=1e-5)
-    assert last["vocab"] == "".join(sorted(set(small_text.read_text(encoding="utf-8"))))
+    assert last["tokenizer"] == {"kind": "char", "data": "".join(sorted(set(small_text.read_text(encoding="utf-8"))))}
 
 
 def test_checkpoint_round_trip_gives_identical_logits(small_text, tmp_path):
-    text = small_text.read_text(encoding="utf-8")
-    tokenizer = train.CharTokenizer.from_text(text)
-    ids = torch.from_numpy(tokenizer.encode(text).astype("int64"))
+    data = prepare(small_text, tmp_path / "cache")
     cfg = train.TrainConfig(out_dir=str(tmp_path), max_iters=6, eval_interval=3, batch_size=4)
-    model_cfg = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)
-    result = train.train(cfg, model_cfg, tokenizer, ids, torch.device("cpu"), torch.float32)
+    model_cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    result = train.train(cfg, model_cfg, data, torch.device("cpu"), torch.float32)
     checkpoint = train.load_checkpoint(tmp_path / "last.pt")
     restored = GPT(GPTConfig(**checkpoint["model_config"]))
     restored.load_state_dict(checkpoint["model"])
-    idx = ids[:16][None]
+    idx = torch.from_numpy(data.train[:16].astype(np.int64))[None]
     assert torch.equal(result["model"].eval()(idx)[0], restored.eval()(idx)[0])
 
 

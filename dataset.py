@@ -1,0 +1,339 @@
+"""Encode a UTF-8 text file of any size into a file of token ids, once, and read it back as a memory map.
+
+prepare() is the one entry point. It streams the text a chunk at a time (memory stays bounded by CHUNK_CHARS
+whether the file is 1 MB or 100 GB), writes the ids to a cache file named after the text's sha256 and the
+tokenizer, and returns them as read-only np.memmap arrays: training reads a batch's windows and the OS pages in
+only those. The next run on the same text (and --resume, and evaluate.py) finds the cache and starts at once.
+
+Layout of cache_dir, for a text whose sha256 starts with KEY:
+    KEY-char.bin      token ids of the train split then the val split, raw (dtype in the .json)
+    KEY-char.json     what the .bin holds: the tokenizer, the split sizes, the text's sha256; written last
+The part after KEY is "char" or "bpe512" (tokenizers derived from the text) or "tok" + a hash of a tokenizer
+that was passed in (a checkpoint's, when the text is not the one it was trained on).
+"""
+
+import codecs
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tokenizer import (N_CODE_POINTS, BPETokenizer, CharTokenizer, check_bpe_vocab_size, code_points, name_chars,
+                       tokenizer_from_dict, tokenizer_to_dict)
+
+CHUNK_CHARS = 1 << 22  # characters read and encoded at a time (4M): tens of MB of working memory, whatever the file size
+MAX_CARRY_CHARS = 4 * CHUNK_CHARS  # BPE: text held over to the next chunk while waiting for a place to cut it
+PIECES_PER_CHUNK = 16  # BPE: texts per encode_many call, so every core has work
+TRAIN_FRACTION = 0.9  # the first 90% of the characters train, the rest validate (as nanoGPT splits)
+FORMAT = 1  # version of the cache layout; a cache with another version is rebuilt
+
+
+class DataError(ValueError):
+    """A problem with the data the user can fix; the message is one line naming the file and the fix."""
+
+
+def check_text_file(path: Path) -> None:
+    """Raise DataError if path is missing, a directory, unreadable or empty (UTF-8 is checked as it is read)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist; check the --data path")
+    if path.is_dir():
+        raise DataError(f"data path {path} is a directory; pass a text file with --data")
+    try:
+        with open(path, "rb") as f:
+            empty = not f.read(1)
+    except OSError as e:
+        raise DataError(f"cannot read data file {path}: {e.strerror}") from None
+    if empty:
+        raise DataError(f"data file {path} is empty; pass a text file with --data")
+
+
+def iter_text(path: Path, start: int = 0, stop: int | None = None, chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
+    """Yield the characters [start, stop) of a UTF-8 file, at most chunk_chars at a time.
+
+    Newlines are read as open() reads them in text mode: "\\r\\n" and "\\r" become "\\n". We decode the bytes
+    ourselves (the same decoders open() uses) only to name the byte offset of a bad byte in the error.
+    """
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    decoder = io.IncrementalNewlineDecoder(utf8, translate=True)
+    pos = 0  # characters decoded before this block
+    offset = 0  # bytes read before this block
+    try:
+        with open(path, "rb") as f:
+            while stop is None or pos < stop:
+                block = f.read(chunk_chars)  # n bytes decode to at most n characters (n + 1 with a held-back "\r")
+                held = len(utf8.getstate()[0])  # bytes of a character that the previous block cut in two
+                try:
+                    text = decoder.decode(block, final=not block)
+                except UnicodeDecodeError as e:
+                    raise DataError(f"data file {path} is not UTF-8 text (bad byte at offset {offset - held + e.start}); "
+                                    "pass a UTF-8 text file with --data") from None
+                offset += len(block)
+                lo, hi = max(start - pos, 0), len(text) if stop is None else min(stop - pos, len(text))
+                for i in range(lo, hi, chunk_chars):
+                    yield text[i : min(i + chunk_chars, hi)]
+                pos += len(text)
+                if not block:
+                    break
+    except OSError as e:
+        raise DataError(f"cannot read data file {path}: {e.strerror}") from None
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class TokenData:
+    """The encoded text, split, as read-only memory maps, and where it came from."""
+
+    train: np.ndarray  # read-only np.memmap of the train split's token ids
+    val: np.ndarray  # read-only np.memmap of the val split's token ids
+    tokenizer: CharTokenizer | BPETokenizer
+    n_chars: int  # characters in the whole text
+    n_train_chars: int  # characters in the train split (the first 90%)
+    path: Path  # the .bin cache file
+    from_cache: bool  # True when an existing cache was reused
+    seconds: float  # wall time prepare() took
+
+
+def prepare(path: Path, cache_dir: Path, tokenizer=None, kind: str = "char", vocab_size: int = 512,
+            log: Callable[[str], None] = print, chunk_chars: int = CHUNK_CHARS) -> TokenData:
+    """Encode the text at path once (or find it already encoded in cache_dir) and return its train/val token ids.
+
+    tokenizer=None derives one from the text: kind "char" (every distinct character) or "bpe" (byte-level BPE with
+    vocab_size tokens, trained on the train split only, so validation text stays unseen). A given tokenizer (from a
+    checkpoint) is used as it is; a character it does not know is a DataError.
+
+    Memory stays bounded by chunk_chars, except that BPE training keeps a count of every distinct word (the HF
+    trainer's way), which grows with the text, if much more slowly than it.
+    """
+    t0 = time.perf_counter()
+    path, cache_dir = Path(path), Path(cache_dir)
+    if tokenizer is None and kind not in ("char", "bpe"):
+        raise ValueError(f"unknown tokenizer kind {kind!r} (expected 'char' or 'bpe')")
+    if tokenizer is None and kind == "bpe":
+        check_bpe_vocab_size(vocab_size)  # now, not after an hour of reading
+    check_text_file(path)
+    try:
+        stat = path.stat()
+        sha = file_sha256(path)
+    except OSError as e:
+        raise DataError(f"cannot read data file {path}: {e.strerror}") from None
+    key = sha[:16]
+
+    # 1. A cache from an earlier run? Specs name the tokenizer; a derived one is found by how it was derived.
+    if tokenizer is None:
+        spec = "char" if kind == "char" else f"bpe{vocab_size}"
+        candidates = [spec]
+    else:
+        spec = "tok" + hashlib.sha256(tokenizer.to_string().encode("utf-8")).hexdigest()[:12]
+        if tokenizer.kind == "char":
+            derived = ["char"]
+        else:  # "bpe512", "bpe1024", ...: any BPE derived from this text may be the one given
+            derived = sorted(p.stem[len(key) + 1 :] for p in cache_dir.glob(f"{key}-bpe*.json"))
+        candidates = [*derived, spec]
+    for candidate in candidates:
+        bin_path = cache_dir / f"{key}-{candidate}.bin"
+        meta, stored, problem = _read_cache(bin_path, sha, tokenizer)
+        if meta is not None:
+            log(f"tokens: reusing {bin_path} ({meta['n_train'] + meta['n_val']:,} tokens, sha256 {sha[:12]})")
+            return _token_data(bin_path, meta, stored if tokenizer is None else tokenizer, True, t0)
+        if problem and candidate == spec:
+            log(f"tokens: rebuilding {bin_path} ({problem})")
+
+    # 2. Encode: derive the tokenizer if need be, then stream the ids into the .bin, then write the .json.
+    bin_path = cache_dir / f"{key}-{spec}.bin"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        if tokenizer is None and kind == "char":
+            seen = np.zeros(N_CODE_POINTS, dtype=bool)  # seen[c]: code point c occurs in the text
+            for chunk in iter_text(path, chunk_chars=chunk_chars):
+                seen[code_points(chunk)] = True
+            tokenizer = CharTokenizer.from_mask(seen)
+        elif tokenizer is None or tokenizer.kind == "bpe":  # BPE needs the split point, in characters, before encoding
+            n_chars = sum(len(chunk) for chunk in iter_text(path, chunk_chars=chunk_chars))
+            n_train_chars = int(TRAIN_FRACTION * n_chars)
+            if tokenizer is None:
+                log(f"tokens: training a byte-level BPE tokenizer (vocab {vocab_size}) on {n_train_chars:,} characters")
+                batches = _piece_batches(iter_text(path, 0, n_train_chars, chunk_chars))
+                tokenizer = BPETokenizer.train((piece for batch in batches for piece in batch), vocab_size)
+
+        bin_path.with_suffix(".json").unlink(missing_ok=True)  # an old meta file must never describe the new .bin
+        if tokenizer.kind == "char":  # one token per character, so the split is the same in ids as in characters
+            n_chars = write_atomically(bin_path, lambda f: _write_char_ids(f, path, tokenizer, chunk_chars))
+            n_train = n_train_chars = int(TRAIN_FRACTION * n_chars)
+            n_val = n_chars - n_train
+        else:  # each split encoded on its own, so no token straddles the two
+            n_train, n_val = write_atomically(bin_path, lambda f: (
+                _write_bpe_ids(f, tokenizer, iter_text(path, 0, n_train_chars, chunk_chars)),
+                _write_bpe_ids(f, tokenizer, iter_text(path, n_train_chars, None, chunk_chars))))
+        if _file_id(path) != _file_id(path, stat):
+            bin_path.unlink()
+            raise DataError(f"data file {path} changed while it was being encoded; run again once it is complete")
+        meta = {"format": FORMAT, "source": str(path.resolve()), "sha256": sha, "tokenizer": tokenizer_to_dict(tokenizer),
+                "dtype": tokenizer.dtype.name, "n_train": n_train, "n_val": n_val,
+                "n_chars": n_chars, "n_train_chars": n_train_chars}
+        payload = json.dumps(meta, indent=1).encode("utf-8")
+        write_atomically(bin_path.with_suffix(".json"), lambda f: f.write(payload))  # last: its presence means complete
+    except OSError as e:
+        raise DataError(f"cannot write the token cache in {cache_dir} ({e.strerror or e}); pass a writable --cache_dir") from None
+
+    data = _token_data(bin_path, meta, tokenizer, False, t0)
+    megabytes = stat.st_size / 1e6
+    log(f"tokens: encoded {n_chars:,} characters into {n_train + n_val:,} tokens in {data.seconds:.1f}s "
+        f"({megabytes / max(data.seconds, 1e-9):.1f} MB/s) -> {bin_path}")
+    return data
+
+
+def _read_cache(bin_path: Path, sha: str, tokenizer=None) -> tuple[dict | None, object, str | None]:
+    """Check the cache at bin_path: (meta, stored tokenizer, None) if it is complete and holds the text with this sha
+    (encoded by tokenizer, when given); else (None, None, why not), where "why not" is None if there is no cache."""
+    meta_path = bin_path.with_suffix(".json")
+    if not meta_path.exists():
+        return None, None, None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        stored = tokenizer_from_dict(meta["tokenizer"])
+        n_train, n_val = meta["n_train"], meta["n_val"]
+        if not all(isinstance(meta[k], int) and meta[k] >= 0 for k in ("n_train", "n_val", "n_chars", "n_train_chars")):
+            raise ValueError("token and character counts must be non-negative integers")
+    except (OSError, ValueError, KeyError, TypeError) as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None, None, f"unreadable {meta_path.name}: {str(e)[:200]}"
+    if meta.get("format") != FORMAT:
+        return None, None, f"cache format {meta.get('format')}, expected {FORMAT}"
+    if meta.get("sha256") != sha:
+        return None, None, "made from a different text"
+    if tokenizer is not None and stored.to_string() != tokenizer.to_string():
+        return None, None, "made with a different tokenizer"
+    if meta.get("dtype") != stored.dtype.name:
+        return None, None, f"dtype {meta.get('dtype')}, expected {stored.dtype.name}"
+    if not bin_path.exists():
+        return None, None, f"{bin_path.name} is missing"
+    size, expected = bin_path.stat().st_size, (n_train + n_val) * stored.dtype.itemsize
+    if size != expected:
+        return None, None, f"{bin_path.name} holds {size:,} bytes, expected {expected:,}"
+    return meta, stored, None
+
+
+def _token_data(bin_path: Path, meta: dict, tokenizer, from_cache: bool, t0: float) -> TokenData:
+    """Map the .bin read-only and split it into train and val views (no copy: pages load as batches touch them)."""
+    ids = np.memmap(bin_path, dtype=tokenizer.dtype, mode="r")
+    n_train = meta["n_train"]
+    return TokenData(train=ids[:n_train], val=ids[n_train:], tokenizer=tokenizer, n_chars=meta["n_chars"],
+                     n_train_chars=meta["n_train_chars"], path=bin_path, from_cache=from_cache,
+                     seconds=time.perf_counter() - t0)
+
+
+def write_atomically(path: Path, write):
+    """Call write(f) on a temporary file beside path, flush it to disk, then rename it over path in one step.
+
+    A crash or kill at any moment leaves either the old file or the complete new one, never half of one. The
+    temporary name carries the process id, so two processes preparing the same text never write into one file.
+    Returns what write(f) returned.
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            result = write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # an exception (not a kill -9) can tidy up; path itself was never touched
+        raise
+    return result
+
+
+def _file_id(path: Path, stat: os.stat_result | None = None) -> tuple | None:
+    """(size, modification time) of a file, to notice it changing while we read it; None if it is gone."""
+    try:
+        stat = stat or path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _write_char_ids(f, path: Path, tokenizer: CharTokenizer, chunk_chars: int) -> int:
+    """Encode the whole text chunk by chunk into f and return its length; DataError naming every character the tokenizer lacks."""
+    n_chars, missing = 0, set()
+    for chunk in iter_text(path, chunk_chars=chunk_chars):
+        n_chars += len(chunk)
+        try:
+            ids = tokenizer.encode(chunk)
+        except ValueError:
+            missing.update(tokenizer.unknown(chunk))  # keep reading, to name them all at once
+            continue
+        if not missing:
+            f.write(ids.tobytes())
+    if missing:
+        shown = sorted(missing)[:20]
+        more = f" and {len(missing) - len(shown)} more" if len(missing) > len(shown) else ""
+        raise DataError(f"{path}: characters not in the vocabulary: {name_chars(shown)}{more}")
+    return n_chars
+
+
+def _write_bpe_ids(f, tokenizer: BPETokenizer, chunks: Iterator[str]) -> int:
+    """Encode a stream of text chunks into f, several pieces at once; return the number of ids written."""
+    n = 0
+    for batch in _piece_batches(chunks):
+        ids = tokenizer.encode_many(batch)
+        f.write(ids.tobytes())
+        n += len(ids)
+    return n
+
+
+def _safe_cut(text: str, lo: int, hi: int) -> int:
+    """The largest i with lo < i < hi where text can be cut in two without changing its BPE tokens; -1 if none.
+
+    Safe: just before a newline (or, failing that, a space) that follows a non-space character. The byte-level
+    pre-tokenizer splits text into words with GPT-2's regex, whose matches never run from a non-space character
+    into whitespace after it, so both sides of such a cut split into the same words as they do in the whole text;
+    BPE then works within words. So encoding the pieces one by one gives exactly the ids of the whole text.
+    """
+    for sep in ("\n", " "):
+        i = text.rfind(sep, lo + 1, hi)
+        while i > 0 and text[i - 1].isspace():
+            i = text.rfind(sep, lo + 1, i)
+        if i > lo:
+            return i
+    return -1
+
+
+def _split(text: str, n: int) -> list[str]:
+    """Cut text into about n pieces of similar length, at safe places only."""
+    cuts = [0]
+    for k in range(1, n):
+        i = _safe_cut(text, cuts[-1], k * len(text) // n)
+        if i > 0:
+            cuts.append(i)
+    cuts.append(len(text))
+    return [text[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+def _piece_batches(chunks: Iterator[str]) -> Iterator[list[str]]:
+    """Regroup a stream of text chunks into lists of pieces, cut only at safe places (see _safe_cut)."""
+    carry = ""  # the text after the last safe cut, which the next chunk may continue
+    for chunk in chunks:
+        text = carry + chunk
+        end = _safe_cut(text, 0, len(text))
+        if end < 0:
+            if len(text) < MAX_CARRY_CHARS:
+                carry = text
+                continue
+            end = len(text)  # megabytes without a space or newline: cut anyway (the ids still decode to the text)
+        carry = text[end:]
+        yield _split(text[:end], PIECES_PER_CHUNK)
+    if carry:
+        yield _split(carry, PIECES_PER_CHUNK)

@@ -1,0 +1,83 @@
+"""Data parallel training: gradient accumulation, batch arithmetic, and two CPU ranks under torchrun (gloo)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import train
+from conftest import ROOT, TINY_FLAGS, read_metrics, run_train
+
+# Two ranks (or micro-steps) add up gradients in another order than one pass over the batch does, and float addition
+# is not associative, so exact equality is not promised. Seen here: equal to all 6 digits metrics.csv keeps. A step
+# on a different batch (the control below) moves the losses by about 1e-2, so 1e-4 tells the two apart.
+TOLERANCE = 1e-4
+
+
+def _losses(out_dir):
+    return [(r["step"], r["train_loss"], r["val_loss"]) for r in read_metrics(out_dir)]
+
+
+def _close(a, b, tol=TOLERANCE):
+    return len(a) == len(b) and all(sa == sb and abs(ta - tb) <= tol and abs(va - vb) <= tol
+                                    for (sa, ta, va), (sb, tb, vb) in zip(a, b))
+
+
+FLAGS = ["--max_iters", "6", "--eval_interval", "3", "--batch_size", "8", "--learning_rate", "3e-3", "--warmup_iters", "0"]
+
+
+def test_gradient_accumulation_gives_the_same_steps(small_text, tmp_path):
+    assert run_train(small_text, tmp_path / "whole", *FLAGS) == 0
+    assert run_train(small_text, tmp_path / "accum", *FLAGS, "--grad_accum_steps", "4") == 0
+    assert run_train(small_text, tmp_path / "half", *FLAGS, "--batch_size", "4") == 0  # control: a different batch
+    whole, accum, half = (_losses(tmp_path / d) for d in ("whole", "accum", "half"))
+    assert _close(whole, accum)
+    assert not _close(whole, half)  # the tolerance is tight enough to tell a different batch apart
+
+
+@pytest.mark.parametrize("batch_size, accum, world, ok", [(8, 1, 1, True), (8, 4, 1, True), (8, 2, 2, True),
+                                                          (6, 4, 1, False), (8, 3, 1, False), (6, 1, 4, False)])
+def test_batch_arithmetic_must_divide(batch_size, accum, world, ok):
+    cfg = train.TrainConfig(batch_size=batch_size, grad_accum_steps=accum)
+    model_cfg = train.PRESETS["tiny"]
+    if ok:
+        train.validate(cfg, model_cfg, world)
+    else:
+        with pytest.raises(train.CLIError, match=f"use a multiple of {world * accum}"):
+            train.validate(cfg, model_cfg, world)
+
+
+def _torchrun(nproc, *args, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(ROOT / "train.py"), *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_two_cpu_ranks_under_torchrun_match_one_process(small_text, tmp_path):
+    # One process, batch 8 in one go; two gloo ranks, each 2 micro-steps of 2 sequences (with no_sync) = batch 8.
+    assert run_train(small_text, tmp_path / "one", *FLAGS) == 0
+    proc = _torchrun(2, "--data", str(small_text), "--out_dir", str(tmp_path / "two"), *TINY_FLAGS, *FLAGS,
+                     "--grad_accum_steps", "2", "--sample_chars", "20")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _close(_losses(tmp_path / "one"), _losses(tmp_path / "two"))
+    # One set of outputs, written once: rank 0 alone writes, prints and samples.
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["best.pt", "cache", "last.pt", "loss.png", "metrics.csv"]
+    assert [r["step"] for r in read_metrics(tmp_path / "two")] == [0, 3, 6]
+    out = proc.stdout
+    assert out.count("device: cpu") == 1 and "2 ranks (gloo)" in out
+    assert out.count("sample from the final model") == 1
+    assert "batch: 8 sequences x 32 tokens = 256 tokens per step (2 ranks x 2 micro-steps x 2 sequences)" in out
+
+
+@pytest.mark.slow
+def test_torchrun_rejects_a_batch_that_does_not_split_with_one_line(small_text, tmp_path):
+    proc = _torchrun(2, "--data", str(small_text), "--out_dir", str(tmp_path / "out"), *TINY_FLAGS, *FLAGS,
+                     "--batch_size", "9", timeout=180)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+    assert errors == ["error: --batch_size 9 does not split evenly over 2 rank(s) x 1 micro-step(s); use a multiple "
+                      "of 2, e.g. --batch_size 10"]
+    assert not (tmp_path / "out").exists()
