@@ -96,23 +96,47 @@ def make_big_text(path: Path, megabytes: int, source: Path) -> None:
             written += f.write(chunk)  # characters, a little under bytes: close enough for a size label
 
 
+# Runs a script as __main__ and, on the way out, reports the process's memory. VmHWM is the high-water mark of its
+# resident memory since it started (getrusage's ru_maxrss would also count the torch-importing parent that forked
+# it). Resident memory includes pages of memory-mapped files, which the kernel maps in as they are read and can drop
+# at any time; RssAnon, read at exit, is the memory the process itself allocated.
+PEAK_MEMORY_WRAPPER = """
+import atexit, runpy, sys
+def report():
+    with open("/proc/self/status") as f:
+        status = dict(line.split(":", 1) for line in f)
+    print(f"memory_kb={int(status['VmHWM'].split()[0])},{int(status['RssAnon'].split()[0])}", file=sys.stderr)
+atexit.register(report)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_measured(script: str, *args: str) -> tuple[float, float, float, str]:
+    """Run `python script args` in a fresh process; return its wall seconds, its peak resident memory and its
+    allocated (anonymous) memory at exit, both in MB, and its stdout. A failure is a CLIError with its last stderr
+    line. Linux only (it reads /proc)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", PEAK_MEMORY_WRAPPER, script, *args], cwd=Path(__file__).resolve().parent,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+    if proc.returncode or not last.startswith("memory_kb="):
+        raise CLIError(f"{script} {' '.join(args[:2])} ... failed: {last}", 1)
+    peak_kb, anon_kb = (int(v) for v in last.removeprefix("memory_kb=").split(","))
+    return seconds, peak_kb / 1024, anon_kb / 1024, proc.stdout
+
+
 def time_encoding(text_path: Path, cache_dir: Path, kind: str, vocab_size: int) -> dict:
-    """Wall time and peak memory of dataset.prepare() in a fresh Python process (torch is not imported there)."""
-    code = ("import json, resource, sys, time; from pathlib import Path; from dataset import prepare; "
-            "t = time.perf_counter(); "
-            "d = prepare(Path(sys.argv[1]), Path(sys.argv[2]), kind=sys.argv[3], vocab_size=int(sys.argv[4]), log=lambda m: None); "
-            "s = time.perf_counter() - t; "
-            "print(json.dumps({'s': s, 'peak_rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-            "'tokens': len(d.train) + len(d.val), 'from_cache': d.from_cache, 'vocab': d.tokenizer.vocab_size}))")
-    proc = subprocess.run([sys.executable, "-c", code, str(text_path), str(cache_dir), kind, str(vocab_size)],
-                          cwd=Path(__file__).resolve().parent, capture_output=True, text=True)
-    if proc.returncode:
-        raise CLIError(f"encoding failed: {proc.stderr.strip().splitlines()[-1]}", 1)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """Seconds and peak memory of dataset.prepare() in a fresh Python process (which does not import torch)."""
+    _, peak_mb, _, out = run_measured("dataset.py", str(text_path), "--cache_dir", str(cache_dir), "--tokenizer", kind,
+                                   "--vocab_size", str(vocab_size))
+    return {**json.loads(out.strip().splitlines()[-1]), "peak_mb": peak_mb}
 
 
 def encoding_table(megabytes: int, work_dir: Path, bpe_vocab: int) -> list[str]:
-    """Markdown lines: first and cached prepare() of a generated text, char and BPE."""
+    """Markdown lines: first and cached prepare() of a generated text, char and BPE; then training's peak memory on
+    that text against Tiny Shakespeare's."""
     from train import DEFAULT_DATA
 
     if not DEFAULT_DATA.exists():
@@ -121,11 +145,12 @@ def encoding_table(megabytes: int, work_dir: Path, bpe_vocab: int) -> list[str]:
     if not text_path.exists():
         make_big_text(text_path, megabytes, DEFAULT_DATA)
     size_mb = text_path.stat().st_size / 1e6
-    lines = ["", f"Encoding {text_path} ({size_mb:,.0f} MB; Tiny Shakespeare's lines shuffled, 1% in other scripts). "
-             "Peak memory is the whole process's, Python and numpy included:", "",
+    lines = ["", f"Encoding {text_path} ({size_mb:,.0f} MB; Tiny Shakespeare's lines shuffled, 1% in other scripts) "
+             "with `dataset.prepare()`, each run in a fresh process. Peak memory is the whole process's, Python, "
+             "numpy and tokenizers included:", "",
              "| tokenizer | run | seconds | MB/s | peak memory MB | tokens | vocab |", "|---|---|---:|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
-    for kind in ("char", "bpe"):
+    for kind in ("char", "bpe") if bpe_vocab else ("char",):
         cache_dir = work_dir / f"cache-{kind}"
         for f in cache_dir.glob("*"):  # the first run must really encode
             f.unlink()
@@ -133,9 +158,23 @@ def encoding_table(megabytes: int, work_dir: Path, bpe_vocab: int) -> list[str]:
             r = time_encoding(text_path, cache_dir, kind, bpe_vocab)
             assert r["from_cache"] == (run == "cached")
             name = kind if kind == "char" else f"bpe {bpe_vocab}"
-            lines.append(f"| {name} | {run} | {r['s']:,.1f} | {size_mb / r['s']:,.0f} | {r['peak_rss_kb'] / 1024:,.0f} | "
+            lines.append(f"| {name} | {run} | {r['seconds']:,.1f} | {size_mb / r['seconds']:,.0f} | {r['peak_mb']:,.0f} | "
                          f"{r['tokens']:,} | {r['vocab']:,} |")
             print(lines[-1], flush=True)
+    lines += ["", "Training on it: `train.py --preset tiny --max_iters 50 --device cpu` with the char cache above, "
+              "against the same on Tiny Shakespeare (whole processes, torch included; resident memory counts the "
+              "pages of the memory-mapped token file that batches have read, which the kernel can drop at will):", "",
+              "| text | size MB | wall seconds | peak resident MB | allocated MB at exit |", "|---|---:|---:|---:|---:|"]
+    print("\n".join(lines[-5:]), flush=True)
+    for name, path, cache_dir in (("Tiny Shakespeare", DEFAULT_DATA, work_dir / "cache-shakespeare"),
+                                  (text_path.name, text_path, work_dir / "cache-char")):
+        flags = ["--data", str(path), "--cache_dir", str(cache_dir), "--out_dir", str(work_dir / "train-out"),
+                 "--overwrite", "--preset", "tiny", "--max_iters", "50", "--eval_interval", "50", "--eval_tokens",
+                 "100000", "--sample_chars", "0", "--device", "cpu"]
+        run_measured("train.py", *flags)  # once to fill the cache, so the measured run is a second start
+        seconds, peak_mb, anon_mb, _ = run_measured("train.py", *flags)
+        lines.append(f"| {name} | {path.stat().st_size / 1e6:,.0f} | {seconds:,.1f} | {peak_mb:,.0f} | {anon_mb:,.0f} |")
+        print(lines[-1], flush=True)
     return lines
 
 
@@ -172,7 +211,7 @@ def main(argv=None) -> int:
     parser.add_argument("--metrics", default=None, help="instead of timing: read a run's metrics.csv and report time to --target_loss")
     parser.add_argument("--target_loss", type=float, default=1.47, help="val loss for --metrics")
     parser.add_argument("--data_mb", type=int, default=0, help="instead of timing the model: encode a generated text of this many MB")
-    parser.add_argument("--bpe_vocab", type=int, default=512, help="BPE vocabulary size for --data_mb")
+    parser.add_argument("--bpe_vocab", type=int, default=1024, help="BPE vocabulary size for --data_mb (0: char only)")
     parser.add_argument("--out", default="out/bench.md", help="markdown file for the results")
     try:
         args = parser.parse_args(argv)

@@ -12,11 +12,13 @@ The part after KEY is "char" or "bpe512" (tokenizers derived from the text) or "
 that was passed in (a checkpoint's, when the text is not the one it was trained on).
 """
 
+import argparse
 import codecs
 import hashlib
 import io
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -108,7 +110,7 @@ class TokenData:
     seconds: float  # wall time prepare() took
 
 
-def prepare(path: Path, cache_dir: Path, tokenizer=None, kind: str = "char", vocab_size: int = 512,
+def prepare(path: Path, cache_dir: Path, tokenizer=None, kind: str = "char", vocab_size: int = 1024,
             log: Callable[[str], None] = print, chunk_chars: int = CHUNK_CHARS) -> TokenData:
     """Encode the text at path once (or find it already encoded in cache_dir) and return its train/val token ids.
 
@@ -337,3 +339,25 @@ def _piece_batches(chunks: Iterator[str]) -> Iterator[list[str]]:
         yield _split(text[:end], PIECES_PER_CHUNK)
     if carry:
         yield _split(carry, PIECES_PER_CHUNK)
+
+
+def main(argv=None) -> int:
+    """Encode a text ahead of training (before a torchrun launch, say); the last line printed is a JSON summary."""
+    parser = argparse.ArgumentParser(description="Encode a UTF-8 text into the token cache train.py reads.")
+    parser.add_argument("data", help="UTF-8 text file")
+    parser.add_argument("--cache_dir", default="out/cache", help="cache folder (train.py's default: out_dir/cache)")
+    parser.add_argument("--tokenizer", default="char", choices=["char", "bpe"], help="as train.py --tokenizer")
+    parser.add_argument("--vocab_size", type=int, default=1024, help="as train.py --vocab_size (bpe only)")
+    args = parser.parse_args(argv)
+    try:
+        data = prepare(Path(args.data), Path(args.cache_dir), kind=args.tokenizer, vocab_size=args.vocab_size)
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"seconds": data.seconds, "tokens": len(data.train) + len(data.val), "chars": data.n_chars,
+                      "vocab": data.tokenizer.vocab_size, "from_cache": data.from_cache, "path": str(data.path)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

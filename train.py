@@ -56,7 +56,7 @@ class TrainConfig:
     out_dir: str = field(default="out", metadata={"help": "folder for checkpoints and metrics.csv"})
     cache_dir: str | None = field(default=None, metadata={"help": "folder for the encoded token files, reused while the text and tokenizer are unchanged", "default_help": "out_dir/cache"})
     tokenizer: str = field(default="char", metadata={"help": "char: one token per character; bpe: byte-level BPE trained on the train split", "choices": ["char", "bpe"]})
-    vocab_size: int = field(default=512, metadata={"help": "BPE vocabulary size, the 256 bytes included (--tokenizer bpe only)"})
+    vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary size, the 256 bytes included (--tokenizer bpe only)"})
     preset: str | None = field(default=None, metadata={"help": "model size", "default_help": "medium on GPU/MPS; a quick run on CPU", "choices": list(PRESETS)})
     resume: bool = field(default=False, metadata={"help": "continue the run in out_dir from last.pt"})
     overwrite: bool = field(default=False, metadata={"help": "start a new run even if out_dir already holds one"})

@@ -5,6 +5,7 @@ import random
 import pytest
 import torch
 
+import bench
 import evaluate
 import generate
 import train
@@ -89,3 +90,20 @@ def test_bits_per_character_are_the_loss_in_bits_for_char_and_fewer_tokens_for_b
     row = read_metrics(tmp_path / "bpe")[0]
     # A BPE token spells more than one character, so a bit per token is less than a bit per character's worth.
     assert row["val_bpc"] < row["val_loss"] / 0.6931471805599453
+
+
+@pytest.mark.slow
+def test_a_few_hundred_megabytes_encode_in_flat_memory_and_start_fast_the_second_time(small_text, tmp_path):
+    # The same generator and measurement as `bench.py --data_mb`: each prepare() in a fresh process, its peak
+    # memory read from the kernel. Memory must not grow with the file: a 256 MB text may take no more than a
+    # 16 MB one plus a little (holding the text in memory would cost over 256 MB as a str, 1 GB as code points).
+    small, big = tmp_path / "16MB.txt", tmp_path / "256MB.txt"
+    bench.make_big_text(small, 16, small_text)
+    bench.make_big_text(big, 256, small_text)
+    first_small = bench.time_encoding(small, tmp_path / "cache", "char", 512)
+    first_big = bench.time_encoding(big, tmp_path / "cache", "char", 512)
+    assert not first_big["from_cache"] and first_big["chars"] >= 250_000_000
+    assert first_big["peak_mb"] < first_small["peak_mb"] + 32
+    again = bench.time_encoding(big, tmp_path / "cache", "char", 512)
+    assert again["from_cache"] and again["tokens"] == first_big["tokens"]
+    assert again["seconds"] < first_big["seconds"] / 3  # only the file's sha256 is computed again
