@@ -9,7 +9,6 @@ import json
 from collections.abc import Iterable
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 N_CODE_POINTS = 0x110000  # every Unicode code point, U+0000 to U+10FFFF
 
@@ -103,6 +102,16 @@ class CharTokenizer:
         return self.chars
 
 
+def hf_tokenizers():
+    """The Hugging Face `tokenizers` library, imported on first use: char-level runs work without it (in a
+    notebook with only torch, say); BPE without it is a ValueError that says how to get it."""
+    try:
+        import tokenizers
+    except ImportError:
+        raise ValueError("byte-level BPE needs the Hugging Face tokenizers package: pip install tokenizers") from None
+    return tokenizers
+
+
 class BPETokenizer:
     """Byte-level BPE from the Hugging Face `tokenizers` library: the 256 byte values plus learned merges.
 
@@ -114,8 +123,9 @@ class BPETokenizer:
     kind = "bpe"
 
     def __init__(self, json_str: str):
+        hf = hf_tokenizers()
         try:
-            self._tok = Tokenizer.from_str(json_str)
+            self._tok = hf.Tokenizer.from_str(json_str)
             config = json.loads(json_str)
         except Exception as e:  # the library raises a bare Exception for malformed JSON
             raise ValueError(f"not a valid tokenizer JSON ({str(e)[:200]})") from None
@@ -129,13 +139,14 @@ class BPETokenizer:
     def train(cls, texts: Iterable[str], vocab_size: int) -> "BPETokenizer":
         """Learn merges on texts until there are vocab_size tokens (the 256 bytes included) or nothing left to merge."""
         check_bpe_vocab_size(vocab_size)
-        tok = Tokenizer(models.BPE())
+        hf = hf_tokenizers()
+        tok = hf.Tokenizer(hf.models.BPE())
         # Split into GPT-2 style words ("Hello", " world", "!") and map each byte to a printable stand-in character.
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
+        tok.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = hf.decoders.ByteLevel()
+        trainer = hf.trainers.BpeTrainer(
             vocab_size=vocab_size,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, seen in the text or not
+            initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, seen in the text or not
             special_tokens=[],
             show_progress=False,
         )

@@ -774,13 +774,14 @@ def load_data(cfg: TrainConfig, resume_from: dict | None, data_given: bool) -> T
         print(f"downloading Tiny Shakespeare to {data_path} ...")
         download(DATA_URL, data_path, DATA_SHA256)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out_dir) / "cache"
-    tokenizer = tokenizer_from_checkpoint(resume_from) if resume_from else None
     try:
+        tokenizer = tokenizer_from_checkpoint(resume_from) if resume_from else None
         return prepare(data_path, cache_dir, tokenizer=tokenizer, kind=cfg.tokenizer, vocab_size=cfg.vocab_size)
     except DataError as e:
-        raise CLIError(f"{e}" + ("; --resume needs text in the checkpoint's vocabulary" if "vocabulary" in str(e) else "")) from None
-    except OSError as e:  # the cache folder: unwritable, or the disk is full
-        raise CLIError(f"cannot write the token cache in {cache_dir} ({e.strerror or e}); pass a writable --cache_dir", EXIT_FAILED) from None
+        resumed_char = tokenizer is not None and "not in the vocabulary" in str(e)
+        raise CLIError(f"{e}" + ("; --resume needs text in the checkpoint's vocabulary" if resumed_char else "")) from None
+    except ValueError as e:  # a tokenizer that cannot be built: no `tokenizers` package, a damaged checkpoint entry
+        raise CLIError(str(e)) from None
 
 
 def main(argv=None) -> int:

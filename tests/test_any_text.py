@@ -1,6 +1,7 @@
 """Beyond Shakespeare end to end: a text with hundreds of characters, the BPE tokenizer, the token cache."""
 
 import random
+import sys
 
 import pytest
 import torch
@@ -107,3 +108,12 @@ def test_a_few_hundred_megabytes_encode_in_flat_memory_and_start_fast_the_second
     again = bench.time_encoding(big, tmp_path / "cache", "char", 512)
     assert again["from_cache"] and again["tokens"] == first_big["tokens"]
     assert again["seconds"] < first_big["seconds"] / 3  # only the file's sha256 is computed again
+
+
+def test_char_runs_without_the_tokenizers_package_and_bpe_says_how_to_get_it(small_text, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # as if not installed: importing it raises ImportError
+    assert run_train(small_text, tmp_path / "char", "--max_iters", "2", "--eval_interval", "2") == 0
+    capsys.readouterr()
+    assert run_train(small_text, tmp_path / "bpe", "--max_iters", "2", "--tokenizer", "bpe") == train.EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "pip install tokenizers" in err
