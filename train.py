@@ -277,8 +277,8 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Data: the text is encoded once into a file of token ids (dataset.py), which we read as a memory map: a 10 GB corpus
-# costs no more RAM than Tiny Shakespeare. Training batches are random windows of it.
+# Data: the text is encoded once into a file of token ids (dataset.py), which we read as a memory map: a big corpus
+# takes no more allocated memory than Tiny Shakespeare (docs/BENCHMARKS.md). Training batches are random windows of it.
 
 
 def download(url: str, path: Path, sha256: str, timeout: float = 30.0) -> None:
