@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from model import GPT, PRESETS
-from train import (CLIError, FlagParser, TrainConfig, compile_for_training, configure_optimizer, get_batch,
+from train import (DEFAULT_DATA, CLIError, FlagParser, TrainConfig, compile_for_training, configure_optimizer, get_batch,
                    pick_device, pick_dtype, read_metrics, sample_starts, train_step)
 
 
@@ -137,8 +137,6 @@ def time_encoding(text_path: Path, cache_dir: Path, kind: str, vocab_size: int) 
 def encoding_table(megabytes: int, work_dir: Path, bpe_vocab: int) -> list[str]:
     """Markdown lines: first and cached prepare() of a generated text, char and BPE; then training's peak memory on
     that text against Tiny Shakespeare's."""
-    from train import DEFAULT_DATA
-
     if not DEFAULT_DATA.exists():
         raise CLIError(f"the encoding benchmark builds its text from Tiny Shakespeare at {DEFAULT_DATA}; run train.py once")
     text_path = work_dir / f"text-{megabytes}MB.txt"

@@ -33,8 +33,7 @@ def code_points(text: str) -> np.ndarray:
 def check_bpe_vocab_size(vocab_size: int) -> None:
     """ValueError unless vocab_size leaves room for the 256 single bytes."""
     if vocab_size < 256:
-        raise ValueError(f"the BPE vocab_size must be at least 256 (byte-level BPE starts from the 256 byte values), "
-                         f"got {vocab_size}")
+        raise ValueError(f"vocab_size must be at least 256 (byte-level BPE starts from the 256 byte values), got {vocab_size}")
 
 
 class CharTokenizer:

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from dataset import DataError, TokenData, prepare, write_atomically
 from model import GPT, PRESETS, GPTConfig
-from tokenizer import tokenizer_from_checkpoint, tokenizer_to_dict
+from tokenizer import check_bpe_vocab_size, tokenizer_from_checkpoint, tokenizer_to_dict
 
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 DATA_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -161,8 +161,11 @@ def validate(cfg: TrainConfig, model_cfg: GPTConfig, world_size: int = 1) -> Non
         raise CLIError(f"--dropout must be in [0, 1), got {model_cfg.dropout}")
     if model_cfg.n_embd % model_cfg.n_head:
         raise CLIError(f"--n_embd ({model_cfg.n_embd}) must be divisible by --n_head ({model_cfg.n_head})")
-    if cfg.tokenizer == "bpe" and cfg.vocab_size < 256:
-        raise CLIError(f"--vocab_size must be at least 256 (byte-level BPE starts from the 256 byte values), got {cfg.vocab_size}")
+    if cfg.tokenizer == "bpe":
+        try:
+            check_bpe_vocab_size(cfg.vocab_size)  # here too, so a bad size fails before the text is read
+        except ValueError as e:
+            raise CLIError(f"--{e}") from None
     # The global batch is shared out evenly: each rank runs grad_accum_steps micro-batches of equal size.
     parts = world_size * cfg.grad_accum_steps
     if cfg.batch_size % parts:

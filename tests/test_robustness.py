@@ -282,6 +282,12 @@ TRAIN_ROWS = [
     (["--device", "tpu"], "invalid choice"),
     (["--batch_size", "many"], "invalid int value"),
     (["--out_dir", "{file}/out"], "cannot write to --out_dir"),
+    (["--grad_accum_steps", "0"], "--grad_accum_steps must be positive"),
+    (["--grad_accum_steps", "3"], "does not split evenly"),
+    (["--eval_tokens", "0"], "--eval_tokens must be positive"),
+    (["--tokenizer", "bpe", "--vocab_size", "100"], "--vocab_size must be at least 256"),
+    (["--vocab_size", "300"], "add --tokenizer bpe"),
+    (["--tokenizer", "word"], "invalid choice"),
 ]
 
 
