@@ -19,34 +19,30 @@ import random
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cli import EXIT_FAILED, CLIError, FlagParser, run_cli
+from dataset import DEFAULT_DATA
+from metrics import read_metrics
 from model import GPT, PRESETS
-from train import (DEFAULT_DATA, CLIError, FlagParser, TrainConfig, compile_for_training, configure_optimizer, get_batch,
-                   pick_device, pick_dtype, read_metrics, sample_starts, train_step)
+from precision import Precision, make_precision, synchronize
+from step import compile_for_training, configure_optimizer, get_batch, sample_starts, train_step
+
+# train.py's defaults for AdamW, so the optimizer step timed here is the one training takes.
+LEARNING_RATE, WEIGHT_DECAY, BETAS = 1e-3, 0.1, (0.9, 0.99)
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for queued device work so a timer reads real elapsed time."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def time_training(preset: str, batch_size: int, block_size: int, steps: int, warmup: int, device: torch.device,
-                  dtype: torch.dtype, use_compile: bool) -> dict:
+def time_training(preset: str, batch_size: int, block_size: int, steps: int, warmup: int, precision: Precision) -> dict:
     """Seconds per optimizer step of preset at batch_size x block_size, after warmup steps."""
+    device = precision.device
     torch.manual_seed(0)
     model = GPT(replace(PRESETS[preset], vocab_size=65, block_size=block_size)).to(device)
-    optimizer = configure_optimizer(model, TrainConfig(), device)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    optimizer = configure_optimizer(model, LEARNING_RATE, WEIGHT_DECAY, BETAS, device)
+    scaler = precision.new_scaler()
     data = np.random.default_rng(0).integers(65, size=100_000, dtype=np.uint16)
     generator = torch.Generator().manual_seed(0)
 
@@ -54,14 +50,14 @@ def time_training(preset: str, batch_size: int, block_size: int, steps: int, war
         return get_batch(data, block_size, sample_starts(len(data), block_size, batch_size, generator), device)
 
     t0 = time.perf_counter()
-    step_model = compile_for_training(model, *next_batch(), autocast) if use_compile else model
-    compile_s = time.perf_counter() - t0 if use_compile else 0.0
+    step_model = compile_for_training(model, *next_batch(), precision) if precision.compile else model
+    compile_s = time.perf_counter() - t0 if precision.compile else 0.0
     for i in range(warmup + steps):
         if i == warmup:
             synchronize(device)
             t0 = time.perf_counter()
         batch = next_batch()
-        train_step(model, step_model, optimizer, scaler, autocast, [batch], grad_clip=1.0)
+        train_step(model, step_model, optimizer, scaler, precision, [batch], grad_clip=1.0)
     synchronize(device)
     seconds = (time.perf_counter() - t0) / steps
     return {"params": model.num_params(), "s_per_step": seconds, "tokens_per_s": batch_size * block_size / seconds,
@@ -194,6 +190,107 @@ def machine_line(device: torch.device) -> str:
             f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}.")
 
 
+def time_optimizer_step(preset: str, fused: bool, steps: int, warmup: int, device: torch.device) -> float:
+    """Seconds per AdamW step (the update alone, gradients already there) for preset's parameters."""
+    torch.manual_seed(0)
+    model = GPT(replace(PRESETS[preset], vocab_size=65)).to(device)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}]
+    # fused=False leaves the choice to torch: the multi-tensor ("foreach") kernels, what train.py used before.
+    optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE, betas=BETAS, fused=fused or None)
+    for i in range(warmup + steps):
+        if i == warmup:
+            synchronize(device)
+            t0 = time.perf_counter()
+        optimizer.step()
+    synchronize(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def optimizer_table(presets: list[str], steps: int, warmup: int, device: torch.device) -> list[str]:
+    """Markdown lines: AdamW step time per preset, the multi-tensor kernels against the fused one."""
+    lines = ["", f"AdamW step alone (gradients given), {steps} timed steps after {warmup} warm-up, float32, "
+             "foreach and fused alternated three times, median:", "",
+             "| preset | parameters | foreach ms/step | fused ms/step | fused speed-up |", "|---|---:|---:|---:|---:|"]
+    print("\n".join(lines), flush=True)
+    for preset in presets:
+        times = {False: [], True: []}
+        for _ in range(3):  # alternate, so drift in the machine's speed hits both alike
+            for fused in (False, True):
+                times[fused].append(time_optimizer_step(preset, fused, steps, warmup, device))
+        foreach_s, fused_s = (sorted(times[f])[1] for f in (False, True))
+        n_params = GPT(replace(PRESETS[preset], vocab_size=65)).num_params()
+        lines.append(f"| {preset} | {n_params:,} | {1000 * foreach_s:,.2f} | {1000 * fused_s:,.2f} | {foreach_s / fused_s:.2f}x |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None) -> list[str]:
+    """The GPU check (docs/gpu_check.sh) as markdown lines: one table of the `gpu` tests' result, training speed per
+    preset in the device's dtype with compile off and on, and a medium train.py run's time to target_loss and best val
+    loss. With smoke, tiny sizes on whatever device this is (a CPU in the tests), to check the plumbing."""
+    precision = make_precision("auto", "auto", "off")
+    device = precision.device
+    if device.type == "cpu" and not smoke:
+        raise CLIError("no CUDA GPU or Apple MPS here, so the GPU check has nothing to measure "
+                       "(`python bench.py --gpu_check --smoke` runs its steps on a CPU at toy sizes)", EXIT_FAILED)
+    precision.apply()
+    root = Path(__file__).resolve().parent
+    if device.type == "cuda":
+        title = (f"GPU check: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+                 f"{time.strftime('%Y-%m-%d')}{' (smoke run: toy sizes)' if smoke else ''}")
+    else:
+        title = f"GPU check on {device} (smoke run: toy sizes), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+    lines = [title, "", "| check | result |", "|---|---|"]
+    print("\n".join(lines), flush=True)
+
+    def row(check: str, result: str) -> None:
+        lines.append(f"| {check} | {result} |")
+        print(lines[-1], flush=True)
+
+    marker = "mps" if device.type == "mps" else "gpu"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marker, "tests"],
+                          cwd=root, capture_output=True, text=True)
+    outcome = (proc.stdout.strip().splitlines() or ["no output"])[-1].strip("= ")
+    row(f"`pytest -m {marker}`", outcome + ("" if proc.returncode in (0, 5) else f" (exit {proc.returncode})"))
+
+    presets, batch, block, steps, warmup = (["tiny"], 4, 32, 2, 1) if smoke else (list(PRESETS), 64, 256, 20, 5)
+    dtype_name = str(precision.dtype).removeprefix("torch.")
+    for preset in presets:
+        for use_compile in (False, True):
+            p = replace(precision, compile=use_compile, compile_backend="eager" if smoke else "inductor")
+            r = time_training(preset, batch, block, steps, warmup, p)
+            row(f"{preset}, batch {batch} x {block}, {dtype_name}, compile {'on' if use_compile else 'off'}",
+                f"{1000 * r['s_per_step']:,.1f} ms/step, {r['tokens_per_s']:,.0f} tokens/s"
+                + (f", compiled in {r['compile_s']:.1f} s" if use_compile else ""))
+
+    run_dir = work_dir / "gpu-check-run"
+    flags = (["--preset", "tiny", "--n_layer", "1", "--n_embd", "32", "--block_size", "32", "--batch_size", "8",
+              "--max_iters", "20", "--eval_interval", "10"] if smoke else ["--preset", "medium"])
+    if data is not None:
+        flags += ["--data", str(data)]
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "train.py", *flags, "--out_dir", str(run_dir), "--overwrite",
+                           "--sample_chars", "0"], cwd=root, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        row(f"`train.py {' '.join(flags)}`", f"failed (exit {proc.returncode}): "
+            + (proc.stderr.strip().splitlines() or ["?"])[-1].replace("|", "/"))
+        return lines
+    rows = read_metrics(run_dir / "metrics.csv")
+    hit = next((r for r in rows if r["val_loss"] <= target_loss), None)
+    best = min(rows, key=lambda r: r["val_loss"])
+    name = "tiny (smoke)" if smoke else "medium"
+    row(f"{name}: time to val loss {target_loss}", "not reached" if hit is None else
+        f"{hit['elapsed_s']:.1f} s of training (step {hit['step']:.0f})")
+    row(f"{name}: best val loss", f"{best['val_loss']:.4f} at step {best['step']:.0f}; {rows[-1]['step']:.0f} steps in "
+        f"{rows[-1]['elapsed_s']:.1f} s of training, {wall:.0f} s wall")
+    return lines
+
+
 def main(argv=None) -> int:
     """Command-line entry point."""
     parser = FlagParser(description=__doc__.splitlines()[0])
@@ -204,52 +301,65 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     parser.add_argument("--new_tokens", type=int, default=500, help="tokens to generate per measurement (0: skip generation)")
     parser.add_argument("--compile", default="off", choices=["on", "off"], help="torch.compile the training step")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="training autocast dtype, as train.py --dtype (auto: what train.py uses on the device)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="device to measure")
     parser.add_argument("--quick", action="store_true", help="tiny preset, tiny batch, few tokens: a smoke test in seconds")
     parser.add_argument("--metrics", default=None, help="instead of timing: read a run's metrics.csv and report time to --target_loss")
     parser.add_argument("--target_loss", type=float, default=1.47, help="val loss for --metrics")
     parser.add_argument("--data_mb", type=int, default=0, help="instead of timing the model: encode a generated text of this many MB")
     parser.add_argument("--bpe_vocab", type=int, default=1024, help="BPE vocabulary size for --data_mb (0: char only)")
+    parser.add_argument("--optimizer_step", action="store_true",
+                        help="instead: time the AdamW step alone per preset, multi-tensor against fused (--steps, --warmup)")
+    parser.add_argument("--gpu_check", action="store_true",
+                        help="the GPU check (docs/gpu_check.sh): gpu tests, speed per preset, a medium run to --target_loss")
+    parser.add_argument("--smoke", action="store_true", help="with --gpu_check: tiny sizes, runs on a CPU (tests its plumbing)")
+    parser.add_argument("--data", default=None, help="with --gpu_check: the text to train on (default: Tiny Shakespeare)")
     parser.add_argument("--out", default="out/bench.md", help="markdown file for the results")
-    try:
-        args = parser.parse_args(argv)
-        if args.metrics:
-            if not Path(args.metrics).is_file():
-                raise CLIError(f"no metrics file at {args.metrics}; pass the metrics.csv a train.py run wrote")
-            print(time_to_target(Path(args.metrics), args.target_loss))
-            return 0
-        if args.data_mb:
-            lines = [machine_line(torch.device("cpu"))] + encoding_table(args.data_mb, Path("out/bench-data"), args.bpe_vocab)
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-            return 0
-        if args.quick:
-            args.presets, args.batch_size, args.block_size, args.steps, args.warmup, args.new_tokens = "tiny", 4, 32, 2, 1, 20
-        presets = args.presets.split(",")
-        unknown = [p for p in presets if p not in PRESETS]
-        if unknown:
-            raise CLIError(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
-        if min(args.batch_size, args.block_size) < 1 or min(args.steps, args.warmup, args.new_tokens) < 0:
-            raise CLIError("--batch_size and --block_size must be positive, --steps, --warmup and --new_tokens >= 0")
-        device, _ = pick_device(args.device)
-        dtype, _ = pick_dtype(device, "auto")
-    except CLIError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.code
+    return run_cli(lambda: measure(parser.parse_args(argv)))
 
-    dtype_name = str(dtype).removeprefix("torch.")
+
+def write_lines(lines: list[str], out: Path) -> None:
+    """Write the markdown lines to out (they have been printed as they came)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"written to {out}")
+
+
+def measure(args) -> int:
+    """Run the measurement the flags ask for and write its tables to args.out."""
+    if args.metrics:
+        if not Path(args.metrics).is_file():
+            raise CLIError(f"no metrics file at {args.metrics}; pass the metrics.csv a train.py run wrote")
+        print(time_to_target(Path(args.metrics), args.target_loss))
+        return 0
+    if args.data_mb:
+        lines = [machine_line(torch.device("cpu"))] + encoding_table(args.data_mb, Path("out/bench-data"), args.bpe_vocab)
+        write_lines(lines, Path(args.out))
+        return 0
+    if args.gpu_check:
+        data = Path(args.data) if args.data else None
+        write_lines(gpu_check(args.smoke, args.target_loss, Path(args.out).parent, data), Path(args.out))
+        return 0
+    if args.quick:
+        args.presets, args.batch_size, args.block_size, args.steps, args.warmup, args.new_tokens = "tiny", 4, 32, 2, 1, 20
+    presets = args.presets.split(",")
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown:
+        raise CLIError(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    if min(args.batch_size, args.block_size) < 1 or min(args.steps, args.warmup, args.new_tokens) < 0:
+        raise CLIError("--batch_size and --block_size must be positive, --steps, --warmup and --new_tokens >= 0")
+    precision = make_precision(args.device, args.dtype, args.compile)
+    precision.apply()
+    device = precision.device
+
     lines = [machine_line(device)]
     print(lines[0], flush=True)
+    if args.optimizer_step:
+        write_lines(lines + optimizer_table(presets, max(args.steps, 1), args.warmup, device), Path(args.out))
+        return 0
     if args.steps:
-        lines += ["", f"Training, batch {args.batch_size} x {args.block_size}, {dtype_name}, compile {args.compile}, "
-                  f"{args.steps} timed steps after {args.warmup} warm-up:", "",
-                  "| preset | parameters | ms/step | tokens/s | compile s |", "|---|---:|---:|---:|---:|"]
-        print("\n".join(lines[-5:]), flush=True)
-    for preset in presets if args.steps else []:
-        r = time_training(preset, args.batch_size, args.block_size, args.steps, args.warmup, device, dtype, args.compile == "on")
-        lines.append(f"| {preset} | {r['params']:,} | {1000 * r['s_per_step']:,.1f} | {r['tokens_per_s']:,.0f} | "
-                     f"{r['compile_s']:.1f} |")
-        print(lines[-1], flush=True)
+        lines += training_table(presets, args.batch_size, args.block_size, args.steps, args.warmup, precision)
     if args.new_tokens:
         lines += ["", f"Generation, {args.new_tokens} new tokens from a one-token prompt, float32, batch 1 (past the "
                   "context length the cache is rebuilt every step, exactly as the uncached window slides):", "",
@@ -260,11 +370,24 @@ def main(argv=None) -> int:
             uncached = time_generation(preset, args.new_tokens, device, use_cache=False)
             lines.append(f"| {preset} | {cached:,.0f} | {uncached:,.0f} | {cached / uncached:.1f}x |")
             print(lines[-1], flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"written to {out}")
+    write_lines(lines, Path(args.out))
     return 0
+
+
+def training_table(presets: list[str], batch_size: int, block_size: int, steps: int, warmup: int,
+                   precision: Precision) -> list[str]:
+    """Markdown lines: ms/step, tokens/s and compile seconds per preset, in precision's dtype."""
+    dtype_name = str(precision.dtype).removeprefix("torch.")
+    lines = ["", f"Training, batch {batch_size} x {block_size}, {dtype_name}, compile {'on' if precision.compile else 'off'}, "
+             f"{steps} timed steps after {warmup} warm-up:", "",
+             "| preset | parameters | ms/step | tokens/s | compile s |", "|---|---:|---:|---:|---:|"]
+    print("\n".join(lines), flush=True)
+    for preset in presets:
+        r = time_training(preset, batch_size, block_size, steps, warmup, precision)
+        lines.append(f"| {preset} | {r['params']:,} | {1000 * r['s_per_step']:,.1f} | {r['tokens_per_s']:,.0f} | "
+                     f"{r['compile_s']:.1f} |")
+        print(lines[-1], flush=True)
+    return lines
 
 
 if __name__ == "__main__":

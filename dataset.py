@@ -35,6 +35,11 @@ PIECES_PER_CHUNK = 16  # BPE: texts per encode_many call, so every core has work
 TRAIN_FRACTION = 0.9  # the first 90% of the characters train, the rest validate (as nanoGPT splits)
 FORMAT = 1  # version of the cache layout; a cache with another version is rebuilt
 
+# The default corpus: train.py downloads it here on first use (and checks the sha256); evaluate.py and bench.py read it.
+DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+DATA_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "tinyshakespeare.txt"
+
 
 class DataError(ValueError):
     """A problem with the data the user can fix; the message is one line naming the file and the fix."""

@@ -4,20 +4,24 @@
     python evaluate.py --checkpoint out/last.pt --data my.txt
 
 The loss is the mean cross-entropy over every token of the validation split (the last 10% of the text), read in
-non-overlapping windows of the model's block_size: each token is predicted exactly once. Bits per character divide
-the total by the characters those tokens hold, so char and BPE models compare.
+non-overlapping windows of the model's block_size: each token is predicted exactly once. The split streams from the
+token cache's memory map a batch of windows at a time, so a corpus of any size evaluates in the same memory. Bits per
+character divide the total by the characters those tokens hold, so char and BPE models compare. The device, dtype and
+evaluation code are training's (precision.py, evaluation.py): on the same device, this prints the val loss the run
+logged for the checkpoint.
 """
 
+import argparse
 import math
 import sys
 from pathlib import Path
 
-import torch
-
-from dataset import DataError, prepare
-from model import GPT, GPTConfig
+from checkpoint import load_checkpoint, model_from_checkpoint
+from cli import CLIError, FlagParser, run_cli
+from dataset import DEFAULT_DATA, DataError, prepare
+from evaluation import EVAL_BATCH_SIZE, count_chars, eval_windows, evaluate
+from precision import make_precision
 from tokenizer import tokenizer_from_checkpoint
-from train import DEFAULT_DATA, CLIError, FlagParser, eval_windows, evaluate, load_checkpoint, pick_device
 
 
 def main(argv=None) -> int:
@@ -26,40 +30,41 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", default="out/best.pt", help="checkpoint written by train.py")
     parser.add_argument("--data", default=None, help="text file (default: the one the checkpoint was trained on)")
     parser.add_argument("--cache_dir", default=None, help="token cache folder (default: the training run's)")
-    parser.add_argument("--batch_size", type=int, default=64, help="windows per forward pass (does not change the result)")
+    parser.add_argument("--batch_size", type=int, default=EVAL_BATCH_SIZE,
+                        help="windows per forward pass (training's evaluations use the default)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto picks cuda, then mps, then cpu")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="autocast dtype, as train.py --dtype (auto: what training uses on this device)")
+    return run_cli(lambda: report(parser.parse_args(argv)))
+
+
+def report(args: argparse.Namespace) -> int:
+    """Evaluate args.checkpoint on the val split of its text and print the result."""
+    if args.batch_size < 1:
+        raise CLIError(f"--batch_size must be positive, got {args.batch_size}")
+    checkpoint = load_checkpoint(Path(args.checkpoint))
+    precision = make_precision(args.device, args.dtype, "off")
+    precision.apply()
+    train_config = checkpoint.get("train_config", {})
+    data_path = Path(args.data or train_config.get("data") or DEFAULT_DATA)
+    cache_dir = Path(args.cache_dir or train_config.get("cache_dir") or Path(train_config.get("out_dir", "out")) / "cache")
     try:
-        args = parser.parse_args(argv)
-        if args.batch_size < 1:
-            raise CLIError(f"--batch_size must be positive, got {args.batch_size}")
-        checkpoint = load_checkpoint(Path(args.checkpoint))
-        device, _ = pick_device(args.device)
-        train_config = checkpoint.get("train_config", {})
-        data_path = Path(args.data or train_config.get("data") or DEFAULT_DATA)
-        cache_dir = Path(args.cache_dir or train_config.get("cache_dir") or Path(train_config.get("out_dir", "out")) / "cache")
-        try:
-            tokenizer = tokenizer_from_checkpoint(checkpoint)
-            data = prepare(data_path, cache_dir, tokenizer=tokenizer)
-        except DataError as e:
-            raise CLIError(f"{e}; evaluate on text the checkpoint's tokenizer can encode" if "vocabulary" in str(e) else str(e)) from None
-        except ValueError as e:
-            raise CLIError(f"{args.checkpoint} holds a tokenizer this version cannot read ({e})") from None
-        if len(data.val) < 2:
-            raise CLIError(f"{data_path} is too short to have a validation split")
-        model_cfg = GPTConfig(**checkpoint["model_config"])
-        model = GPT(model_cfg)
-        model.load_state_dict(checkpoint["model"])
-        model.to(device)
-        x, y = eval_windows(torch.from_numpy(data.val.astype("int64")).to(device), model_cfg.block_size)
-        loss = evaluate(model, x, y, args.batch_size)
-    except CLIError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.code
-    n_tokens = int((y != -1).sum())
-    n_chars = len(tokenizer.decode(data.val[1:].tolist()))  # the characters those predicted tokens spell
+        tokenizer = tokenizer_from_checkpoint(checkpoint)
+        data = prepare(data_path, cache_dir, tokenizer=tokenizer)
+    except DataError as e:
+        raise CLIError(f"{e}; evaluate on text the checkpoint's tokenizer can encode" if "vocabulary" in str(e) else str(e)) from None
+    except ValueError as e:
+        raise CLIError(f"{args.checkpoint} holds a tokenizer this version cannot read ({e})") from None
+    if len(data.val) < 2:
+        raise CLIError(f"{data_path} is too short to have a validation split")
+    model = model_from_checkpoint(checkpoint, precision.device)
+    loss = evaluate(model, eval_windows(data.val, model.config.block_size, args.batch_size), precision)
+    n_tokens = len(data.val) - 1  # every val token but the first is predicted once
+    n_chars = count_chars(tokenizer, data.val[1:])  # the characters those predicted tokens spell
     bits_per_char = loss * n_tokens / n_chars / math.log(2)
     print(f"full val loss {loss:.4f} per token (perplexity {math.exp(loss):.2f}), {bits_per_char:.4f} bits per character, "
-          f"over {n_tokens:,} tokens ({n_chars:,} characters) of {data_path} | {args.checkpoint}, step {checkpoint['step']}")
+          f"over {n_tokens:,} tokens ({n_chars:,} characters) of {data_path} | {args.checkpoint}, step {checkpoint['step']}, "
+          f"{str(precision.dtype).removeprefix('torch.')} on {precision.device}")
     return 0
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
-from model import GPT, GPTConfig
+from checkpoint import load_checkpoint, model_from_checkpoint
+from cli import CLIError, FlagParser, run_cli
+from precision import pick_device
 from tokenizer import StreamDecoder, tokenizer_from_checkpoint
-from train import EXIT_INTERRUPTED, CLIError, FlagParser, load_checkpoint, pick_device
 
 
 def build_parser() -> FlagParser:
@@ -46,48 +47,42 @@ def parse_args(argv) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     """Command-line entry point: load the checkpoint, then stream samples to stdout."""
+    return run_cli(lambda: sample(parse_args(argv)))
+
+
+def sample(args: argparse.Namespace) -> int:
+    """Print args.num_samples samples from args.checkpoint, each token as soon as it is drawn."""
+    checkpoint = load_checkpoint(Path(args.checkpoint))
+    device, _ = pick_device(args.device)
     try:
-        args = parse_args(argv)
-        checkpoint = load_checkpoint(Path(args.checkpoint))
-        device, _ = pick_device(args.device)
-        try:
-            tokenizer = tokenizer_from_checkpoint(checkpoint)
-        except ValueError as e:
-            raise CLIError(f"{args.checkpoint} holds a tokenizer this version cannot read ({e})") from None
-        unknown = tokenizer.unknown(args.prompt)  # none for BPE: it encodes any text
-        if unknown:
-            raise CLIError("the prompt has characters the model never saw: " + " ".join(repr(c) for c in unknown)
-                           + "; remove them or train on text that contains them")
-        if not args.prompt:
-            raise CLIError("--prompt must not be empty (the default is a newline)")
+        tokenizer = tokenizer_from_checkpoint(checkpoint)
+    except ValueError as e:
+        raise CLIError(f"{args.checkpoint} holds a tokenizer this version cannot read ({e})") from None
+    unknown = tokenizer.unknown(args.prompt)  # none for BPE: it encodes any text
+    if unknown:
+        raise CLIError("the prompt has characters the model never saw: " + " ".join(repr(c) for c in unknown)
+                       + "; remove them or train on text that contains them")
+    if not args.prompt:
+        raise CLIError("--prompt must not be empty (the default is a newline)")
+    trained_block = checkpoint["model_config"]["block_size"]
+    if args.block_size is not None and not 1 <= args.block_size <= trained_block:
+        raise CLIError(f"--block_size must be between 1 and {trained_block}, the context this model was "
+                       f"trained with; got {args.block_size}")
+    model = model_from_checkpoint(checkpoint, device)
 
-        model_cfg = GPTConfig(**checkpoint["model_config"])
-        if args.block_size is not None and not 1 <= args.block_size <= model_cfg.block_size:
-            raise CLIError(f"--block_size must be between 1 and {model_cfg.block_size}, the context this model was "
-                           f"trained with; got {args.block_size}")
-        model = GPT(model_cfg)
-        model.load_state_dict(checkpoint["model"])
-        model.to(device).eval()
-
-        generator = torch.Generator().manual_seed(args.seed)  # sampling draws on CPU, so this is device-independent
-        prompt = torch.tensor([tokenizer.encode(args.prompt).tolist()], dtype=torch.long, device=device)  # (1, T)
-        for i in range(args.num_samples):
-            if i:
-                print("\n" + "-" * 40)
-            sys.stdout.write(args.prompt)
-            decoder = StreamDecoder(tokenizer)  # holds back a BPE token that ends inside a multi-byte character
-            for idx_next in model.generate_tokens(prompt, args.max_new_tokens, args.temperature, args.top_k, generator,
-                                                  args.block_size):
-                sys.stdout.write(decoder.push(idx_next[0].tolist()))
-                sys.stdout.flush()
-            sys.stdout.write(decoder.flush() + "\n")
-        return 0
-    except CLIError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.code
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    generator = torch.Generator().manual_seed(args.seed)  # sampling draws on CPU, so this is device-independent
+    prompt = torch.tensor([tokenizer.encode(args.prompt).tolist()], dtype=torch.long, device=device)  # (1, T)
+    for i in range(args.num_samples):
+        if i:
+            print("\n" + "-" * 40)
+        sys.stdout.write(args.prompt)
+        decoder = StreamDecoder(tokenizer)  # holds back a BPE token that ends inside a multi-byte character
+        for idx_next in model.generate_tokens(prompt, args.max_new_tokens, args.temperature, args.top_k, generator,
+                                              args.block_size):
+            sys.stdout.write(decoder.push(idx_next[0].tolist()))
+            sys.stdout.flush()
+        sys.stdout.write(decoder.flush() + "\n")
+    return 0
 
 
 if __name__ == "__main__":

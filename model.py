@@ -159,10 +159,13 @@ class GPT(nn.Module):
         for i, block in enumerate(self.transformer.h):
             x = block(x, cache[i] if cache is not None else None)
         x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)  # (B, T, V)
+        # The head runs in float32 even under autocast: the softmax over the vocabulary is where bfloat16's 8 bits of
+        # mantissa would blur the loss, and it is one small matmul. So logits are float32 on every device.
+        with torch.autocast(x.device.type, enabled=False):
+            logits = self.lm_head(x.float())  # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.reshape(B * T, -1).float(), targets.reshape(B * T))
+            loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T))
         return logits, loss
 
     def new_cache(self) -> list[dict]:

@@ -8,6 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the scripts live at the top level, not in a package
 
+import dataset  # noqa: E402
+import metrics  # noqa: E402
 import train  # noqa: E402
 
 # A model small enough that a few optimizer steps take well under a second on one CPU core.
@@ -28,9 +30,9 @@ def small_text(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def corpus_path() -> Path:
     """Tiny Shakespeare where train.py looks for it; .ci/run puts it there. Skipped when absent (offline clone)."""
-    if not train.DEFAULT_DATA.exists():
-        pytest.skip(f"Tiny Shakespeare not at {train.DEFAULT_DATA} (run `python train.py` once online to fetch it)")
-    return train.DEFAULT_DATA
+    if not dataset.DEFAULT_DATA.exists():
+        pytest.skip(f"Tiny Shakespeare not at {dataset.DEFAULT_DATA} (run `python train.py` once online to fetch it)")
+    return dataset.DEFAULT_DATA
 
 
 def run_train(data: Path, out_dir: Path, *extra: str) -> int:
@@ -40,4 +42,4 @@ def run_train(data: Path, out_dir: Path, *extra: str) -> int:
 
 def read_metrics(out_dir: Path) -> list[dict]:
     """The rows of out_dir/metrics.csv as dicts of floats."""
-    return train.read_metrics(out_dir / "metrics.csv")
+    return metrics.read_metrics(out_dir / "metrics.csv")

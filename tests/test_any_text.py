@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import bench
+import cli
 import evaluate
 import generate
-import train
 from conftest import read_metrics, run_train
 
 
@@ -78,7 +78,7 @@ def test_bpe_end_to_end_train_resume_generate_evaluate(many_scripts, tmp_path, c
 def test_resume_refuses_to_change_the_tokenizer(many_scripts, tmp_path, capsys):
     assert run_train(many_scripts, tmp_path, "--max_iters", "2", "--eval_interval", "2") == 0
     capsys.readouterr()
-    assert run_train(many_scripts, tmp_path, "--resume", "--tokenizer", "bpe") == train.EXIT_USAGE
+    assert run_train(many_scripts, tmp_path, "--resume", "--tokenizer", "bpe") == cli.EXIT_USAGE
     assert "--tokenizer bpe (checkpoint has char)" in capsys.readouterr().err
 
 
@@ -114,6 +114,6 @@ def test_char_runs_without_the_tokenizers_package_and_bpe_says_how_to_get_it(sma
     monkeypatch.setitem(sys.modules, "tokenizers", None)  # as if not installed: importing it raises ImportError
     assert run_train(small_text, tmp_path / "char", "--max_iters", "2", "--eval_interval", "2") == 0
     capsys.readouterr()
-    assert run_train(small_text, tmp_path / "bpe", "--max_iters", "2", "--tokenizer", "bpe") == train.EXIT_USAGE
+    assert run_train(small_text, tmp_path / "bpe", "--max_iters", "2", "--tokenizer", "bpe") == cli.EXIT_USAGE
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "pip install tokenizers" in err

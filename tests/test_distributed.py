@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import cli
 import train
 from conftest import ROOT, TINY_FLAGS, read_metrics, run_train
 
@@ -44,7 +45,7 @@ def test_batch_arithmetic_must_divide(batch_size, accum, world, ok):
     if ok:
         train.validate(cfg, model_cfg, world)
     else:
-        with pytest.raises(train.CLIError, match=f"use a multiple of {world * accum}"):
+        with pytest.raises(cli.CLIError, match=f"use a multiple of {world * accum}"):
             train.validate(cfg, model_cfg, world)
 
 

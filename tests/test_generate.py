@@ -67,7 +67,7 @@ def test_scripts_end_to_end_as_subprocesses(small_text, tmp_path):
 
 def test_readme_documents_every_flag():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    train_flags = [f"--{f.name}" for f in (*train.fields(train.TrainConfig), *train.MODEL_FLAGS)]
+    train_flags = [f"--{f.name}" for f in (*train.fields(train.TrainConfig), *train.fields(train.RunControls), *train.MODEL_FLAGS)]
     generate_flags = [s for a in generate.build_parser()._actions for s in a.option_strings if s.startswith("--") and s != "--help"]
     missing = [flag for flag in train_flags + generate_flags if f"`{flag}" not in readme]
     assert not missing, f"README does not document {missing}"

@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+import cli
 import generate
 import train
 from conftest import ROOT, TINY_FLAGS, read_metrics, run_train
@@ -115,7 +116,7 @@ def test_a_stopped_subprocess_resumes_to_the_same_losses(saved_run, uninterrupte
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     if sig == signal.SIGINT:
-        assert proc.returncode == train.EXIT_INTERRUPTED
+        assert proc.returncode == cli.EXIT_INTERRUPTED
         assert "python train.py --resume" in err
     else:
         assert proc.returncode == -signal.SIGKILL
@@ -138,7 +139,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_checkpoints(small_text, t
     monkeypatch.setattr(train, "get_lr", lambda step, cfg, elapsed=0.0: float("nan") if step == 5 else real_get_lr(step, cfg, elapsed))
     code = run_train(small_text, tmp_path, "--max_iters", "8", "--eval_interval", "4", "--log_interval", "1", "--resume")
     err = one_line_error(capsys)
-    assert code == train.EXIT_FAILED
+    assert code == cli.EXIT_FAILED
     assert "non-finite at step 7" in err and "--learning_rate" in err  # the NaN lr poisons step 6's weights
     after = snapshot(tmp_path)
     assert after[train.Path("last.pt")] == before[train.Path("last.pt")]
@@ -167,7 +168,7 @@ def test_out_of_memory_names_the_flags_to_lower(small_text, tmp_path, monkeypatc
     monkeypatch.setattr(train, "evaluate", no_memory)
     code = run_train(small_text, tmp_path, "--max_iters", "2")
     err = one_line_error(capsys)
-    assert code == train.EXIT_FAILED
+    assert code == cli.EXIT_FAILED
     assert "out of memory" in err and "--batch_size (now 8)" in err and "--block_size (now 32)" in err
 
 
@@ -218,7 +219,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(saved_run, tmp_path, capsys
     else:
         code = run_train(data, out_dir, "--max_iters", "6", "--resume")
     err = one_line_error(capsys)
-    assert code == train.EXIT_USAGE
+    assert code == cli.EXIT_USAGE
     assert "not a readable checkpoint" in err and "last.pt" in err
     assert not marker.exists()
 
@@ -237,7 +238,7 @@ def test_a_broken_last_pt_is_refused_by_resume_and_left_alone(saved_run, capsys,
         torch.save([1, 2, 3], last)
     before = snapshot(out_dir)
     capsys.readouterr()
-    assert run_train(data, out_dir, "--max_iters", "6", "--resume") == train.EXIT_USAGE
+    assert run_train(data, out_dir, "--max_iters", "6", "--resume") == cli.EXIT_USAGE
     err = one_line_error(capsys)
     assert "last.pt" in err
     assert snapshot(out_dir) == before
@@ -304,7 +305,7 @@ def test_train_rejects_bad_input(saved_run, tmp_path, capsys, flags, expected):
     # --overwrite, so the only thing standing between these flags and the saved run is the check under test.
     code = train.main(["--data", str(data), "--out_dir", str(out_dir), *TINY_FLAGS, "--max_iters", "4", "--overwrite", *flags])
     err = one_line_error(capsys)
-    assert code == train.EXIT_USAGE
+    assert code == cli.EXIT_USAGE
     assert expected in err
     assert snapshot(out_dir) == before
 
@@ -319,7 +320,7 @@ def test_a_requested_device_that_is_missing(saved_run, capsys, script):
         code = run_train(data, out_dir, "--resume", "--device", "cuda")
     else:
         code = generate.main(["--checkpoint", str(out_dir / "best.pt"), "--device", "cuda"])
-    assert code == train.EXIT_USAGE
+    assert code == cli.EXIT_USAGE
     assert "no CUDA GPU" in one_line_error(capsys)
     assert snapshot(out_dir) == before
 
@@ -345,7 +346,7 @@ def test_generate_rejects_bad_input(saved_run, tmp_path, capsys, flags, expected
     before = snapshot(out_dir)
     capsys.readouterr()
     code = generate.main(["--checkpoint", str(out_dir / "best.pt"), *flags])
-    assert code == train.EXIT_USAGE
+    assert code == cli.EXIT_USAGE
     assert expected in one_line_error(capsys)
     assert snapshot(out_dir) == before
 
@@ -361,7 +362,7 @@ def test_resume_lists_every_difference_in_model_shape(saved_run, capsys):
     out_dir, data = saved_run
     before = snapshot(out_dir)
     capsys.readouterr()
-    assert run_train(data, out_dir, "--resume", "--n_embd", "64", "--n_layer", "3") == train.EXIT_USAGE
+    assert run_train(data, out_dir, "--resume", "--n_embd", "64", "--n_layer", "3") == cli.EXIT_USAGE
     err = one_line_error(capsys)
     assert "--n_embd 64 (checkpoint has 32)" in err and "--n_layer 3 (checkpoint has 1)" in err
     assert snapshot(out_dir) == before

@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+import cli
 import train
 from conftest import TINY_FLAGS, read_metrics, run_train
 from dataset import prepare
+from checkpoint import load_checkpoint
+from evaluation import eval_windows, evaluate
 from model import GPT, GPTConfig
+from precision import make_precision
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -108,7 +112,7 @@ def test_download_wrong_checksum_saves_nothing(http_dir, tmp_path):
     served, url = http_dir
     (served / "input.txt").write_text("not the real corpus", encoding="utf-8")
     target = tmp_path / "data" / "corpus.txt"
-    with pytest.raises(train.CLIError, match="sha256") as e:
+    with pytest.raises(cli.CLIError, match="sha256") as e:
         train.download(f"{url}/input.txt", target, train.DATA_SHA256)
     assert e.value.code != 0
     assert not target.parent.exists() or list(target.parent.iterdir()) == []
@@ -119,7 +123,7 @@ def test_download_unreachable_names_the_fix(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     target = tmp_path / "corpus.txt"
-    with pytest.raises(train.CLIError, match="--data PATH") as e:
+    with pytest.raises(cli.CLIError, match="--data PATH") as e:
         train.download(f"http://127.0.0.1:{port}/input.txt", target, train.DATA_SHA256, timeout=5)
     assert str(target) in str(e.value)
     assert not target.exists()
@@ -148,7 +152,7 @@ def test_main_offline_without_corpus_says_where_to_put_it(tmp_path, monkeypatch,
     monkeypatch.setattr(train, "DATA_URL", f"http://127.0.0.1:{port}/input.txt")
     code = train.main(["--out_dir", str(tmp_path / "out"), *TINY_FLAGS])
     err = capsys.readouterr().err
-    assert code == train.EXIT_FAILED
+    assert code == cli.EXIT_FAILED
     assert err.count("\n") == 1 and str(target) in err and "--data" in err
 
 
@@ -217,8 +221,8 @@ def test_checkpoint_round_trip_gives_identical_logits(small_text, tmp_path):
     data = prepare(small_text, tmp_path / "cache")
     cfg = train.TrainConfig(out_dir=str(tmp_path), max_iters=6, eval_interval=3, batch_size=4)
     model_cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)
-    result = train.train(cfg, model_cfg, data, torch.device("cpu"), torch.float32)
-    checkpoint = train.load_checkpoint(tmp_path / "last.pt")
+    result = train.train(cfg, model_cfg, data, make_precision("cpu"))
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
     restored = GPT(GPTConfig(**checkpoint["model_config"]))
     restored.load_state_dict(checkpoint["model"])
     idx = torch.from_numpy(data.train[:16].astype(np.int64))[None]
@@ -268,7 +272,7 @@ def test_ctrl_c_saves_and_resume_continues_exactly(small_text, tmp_path, monkeyp
         return real_get_lr(step, cfg, elapsed)
 
     monkeypatch.setattr(train, "get_lr", ctrl_c_at_step_6)
-    assert run_train(small_text, tmp_path / "split", *flags) == train.EXIT_INTERRUPTED
+    assert run_train(small_text, tmp_path / "split", *flags) == cli.EXIT_INTERRUPTED
     assert "--resume" in capsys.readouterr().err
     monkeypatch.setattr(train, "get_lr", real_get_lr)
     assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["step"] == 7  # step 6 finished first
@@ -285,7 +289,7 @@ def test_resume_can_extend_a_finished_run(small_text, tmp_path):
 def test_a_new_run_does_not_overwrite_a_saved_one(small_text, tmp_path, capsys):
     assert run_train(small_text, tmp_path, "--max_iters", "2", "--eval_interval", "2") == 0
     before = (tmp_path / "last.pt").read_bytes()
-    assert run_train(small_text, tmp_path, "--max_iters", "2", "--eval_interval", "2") == train.EXIT_USAGE
+    assert run_train(small_text, tmp_path, "--max_iters", "2", "--eval_interval", "2") == cli.EXIT_USAGE
     assert "--resume" in capsys.readouterr().err
     assert (tmp_path / "last.pt").read_bytes() == before
     assert run_train(small_text, tmp_path, "--max_iters", "2", "--eval_interval", "2", "--overwrite") == 0
@@ -319,19 +323,48 @@ def test_a_time_budget_ends_the_run_annealed(small_text, tmp_path, capsys):
     assert 3 <= rows[-1]["elapsed_s"] < 10
 
 
+def _windows(data, block_size, batch_size=64, rank=0, world_size=1):
+    batches = list(eval_windows(data, block_size, batch_size, rank, world_size))
+    return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+
+
 def test_eval_windows_cover_every_target_once():
-    data = torch.arange(23)
-    x, y = train.eval_windows(data, 5)
+    data = np.arange(23, dtype=np.uint16)
+    x, y = _windows(data, 5)
     assert x.shape == y.shape == (5, 5)  # 22 targets need 5 windows of 5
     assert y[y != -1].tolist() == list(range(1, 23))
-    assert torch.equal(x[y != -1], data[:-1])
+    assert torch.equal(x[y != -1], torch.arange(22))
+
+
+def test_eval_windows_shard_over_ranks_and_batch_without_changing_the_windows():
+    data = np.arange(1000, dtype=np.uint16)
+    x, y = _windows(data, 16)
+    for world_size in (2, 3):
+        for rank in range(world_size):
+            xr, yr = _windows(data, 16, batch_size=5, rank=rank, world_size=world_size)
+            assert torch.equal(xr, x[rank::world_size]) and torch.equal(yr, y[rank::world_size])
+
+
+def test_eval_windows_read_only_a_batch_of_windows_at_a_time():
+    class CountingIds(np.ndarray):  # records how many tokens each read of the "memory map" asks for
+        reads = []
+
+        def __getitem__(self, index):
+            out = super().__getitem__(index)
+            CountingIds.reads.append(np.size(out))
+            return out
+
+    ids = np.arange(100_001, dtype=np.uint16).view(CountingIds)
+    batches = eval_windows(ids, 32, batch_size=8)
+    n_targets = sum(int((y != -1).sum()) for _, y in batches)
+    assert n_targets == 100_000
+    assert max(CountingIds.reads) <= 8 * 33  # never more than one batch of windows (plus their last targets)
 
 
 def test_evaluate_equals_the_mean_loss_over_the_whole_split():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
     data = torch.randint(11, (50,))
-    x, y = train.eval_windows(data, 8)
     # The same number by brute force: each target scored with its own window's context.
     losses = []
     for start in range(0, 49, 8):
@@ -340,6 +373,8 @@ def test_evaluate_equals_the_mean_loss_over_the_whole_split():
         losses.append(torch.nn.functional.cross_entropy(logits[0], targets, reduction="sum"))
     expected = (sum(losses) / 49).item()
     model.train()
-    assert train.evaluate(model, x, y, batch_size=3) == pytest.approx(expected, rel=1e-5)
+    precision = make_precision("cpu")
+    ids = data.numpy().astype(np.uint16)
+    assert evaluate(model, eval_windows(ids, 8, batch_size=3), precision) == pytest.approx(expected, rel=1e-5)
     assert model.training  # mode restored
-    assert train.evaluate(model, x, y, batch_size=7) == pytest.approx(expected, rel=1e-5)  # any batching
+    assert evaluate(model, eval_windows(ids, 8, batch_size=7), precision) == pytest.approx(expected, rel=1e-5)

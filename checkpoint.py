@@ -1,0 +1,111 @@
+"""Checkpoints: one dict of tensors and plain Python types, so torch.load(weights_only=True) can read it safely.
+
+    model, model_config, tokenizer       what generate.py and evaluate.py need (best.pt holds only these and the state)
+    step, best_val_loss, ...             the run's state (train.RunState) at the time of saving
+    train_config                         the run's hyperparameters (not how it was launched: device, dtype, compile)
+    optimizer, scaler, rng               what --resume needs on top (last.pt)
+
+A checkpoint saved on one device resumes on another: tensors load to the CPU first, the loss scaler's state is used
+only where a scaler runs, and the optimizer keeps the kernel choice made for the device it now runs on.
+"""
+
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from cli import CLIError
+from dataset import write_atomically
+from distributed import Ranks
+from model import GPT, GPTConfig
+
+
+def save_checkpoint(path: Path, checkpoint: dict) -> None:
+    """Write checkpoint to path atomically: a crash mid-write leaves the previous file intact."""
+    write_atomically(path, lambda f: torch.save(checkpoint, f))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint saved by this repo, refusing anything that is not one (without running any code in it)."""
+    if not path.is_file():
+        raise CLIError(f"no checkpoint at {path}; train one first with `python train.py` or pass the right path")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated, foreign or unsafe files
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CLIError(f"{path} is not a readable checkpoint ({first_line[:160]})") from None
+    required = {"model", "model_config", "step"}
+    if not isinstance(checkpoint, dict) or not required <= checkpoint.keys():
+        raise CLIError(f"{path} is not a checkpoint written by train.py (missing {sorted(required - set(checkpoint or {}))})")
+    if "tokenizer" not in checkpoint and "vocab" not in checkpoint:  # "vocab": a character vocabulary, before BPE
+        raise CLIError(f"{path} is not a checkpoint written by train.py (it holds no tokenizer)")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict, device: torch.device) -> GPT:
+    """The trained model a checkpoint holds, on device, in eval mode."""
+    model = GPT(GPTConfig(**checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device).eval()
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load saved optimizer state, but keep the kernel this device was given (fused, foreach).
+
+    load_state_dict() would also bring back the saved run's kernel flags: a run saved with fused AdamW on a GPU and
+    resumed where fused is missing would then fail at its first step.
+    """
+    kernels = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, keep in zip(optimizer.param_groups, kernels):
+        group.update(keep)
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            if torch.is_tensor(state.get("step")):  # fused and capturable kernels keep the step count on the device
+                on_device = group.get("fused") or group.get("capturable")
+                state["step"] = state["step"].to(p.device if on_device else "cpu", torch.float32)
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, saved: dict) -> bool:
+    """Load a saved loss scaler's state where both scalers were on; returns whether it was loaded.
+
+    A run saved without a scaler (CPU, MPS, a bfloat16 GPU) saves {}; resumed in float16 (a T4) the scaler starts
+    afresh and finds its scale within a few steps. Saved with one and resumed without, there is nothing to restore.
+    """
+    if scaler.is_enabled() and saved:
+        scaler.load_state_dict(saved)
+        return True
+    return False
+
+
+def rng_states(device: torch.device, batch_generator: torch.Generator, ranks: Ranks = Ranks()) -> dict:
+    """Every random state the run depends on: batch order (the same on every rank), and dropout on the CPU and on
+    the device, which differs per rank: under torchrun, every rank's dropout states are gathered (all ranks call this)."""
+    own = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        own["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        own["mps"] = torch.mps.get_rng_state()
+    states = {"batches": batch_generator.get_state(), **own}
+    if ranks.world_size > 1:
+        gathered = {}
+        for key, state in own.items():  # all CPU byte tensors, even the CUDA generator's
+            gathered[key] = [torch.empty_like(state) for _ in range(ranks.world_size)]
+            dist.all_gather(gathered[key], state, group=ranks.cpu_group)
+        states["ranks"] = [{key: gathered[key][r] for key in own} for r in range(ranks.world_size)]
+    return states
+
+
+def set_rng_states(states: dict, device: torch.device, batch_generator: torch.Generator, ranks: Ranks = Ranks()) -> None:
+    """Restore what rng_states() saved. A rank with no saved state (the run had fewer ranks) keeps its fresh seed;
+    a device generator saved on another kind of device is skipped (the batch order and CPU states still carry over)."""
+    batch_generator.set_state(states["batches"])
+    if "ranks" in states and len(states["ranks"]) == ranks.world_size:
+        states = states["ranks"][ranks.rank]
+    elif not ranks.is_main:
+        return
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+    elif device.type == "mps" and "mps" in states:
+        torch.mps.set_rng_state(states["mps"])

@@ -1,0 +1,88 @@
+"""Evaluation: the exact mean loss over a whole split, read from the token memory map a batch of windows at a time.
+
+The split is cut into non-overlapping windows of block_size tokens, so every token after the first is predicted
+exactly once; the score is the mean cross-entropy over all of those predictions. Training's in-run evaluations and
+evaluate.py call the same evaluate() with the same Precision, the same EVAL_BATCH_SIZE and float32 logits, so the
+val loss a run logs is the number evaluate.py prints for its checkpoint on the same device.
+"""
+
+import math
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from distributed import Ranks, agree
+from model import GPT
+from precision import Precision
+from tokenizer import StreamDecoder
+
+# Windows per forward pass in every evaluation: fixed, not the training micro-batch (which shrinks with ranks and
+# gradient accumulation), so that a run's logged loss does not depend on how its training batch was split.
+EVAL_BATCH_SIZE = 64
+
+
+def eval_windows(ids: np.ndarray, block_size: int, batch_size: int = EVAL_BATCH_SIZE, rank: int = 0,
+                 world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (x, y) batches, each (b, block_size) on the CPU, of the non-overlapping windows of ids: rank takes every
+    world_size-th window. Reads batch_size windows of ids at a time, so a memory map of any size streams through.
+
+    The last window is padded, with target -1 (ignored); the padding comes after the real positions, so causal
+    attention keeps it from changing their predictions.
+    """
+    n = len(ids) - 1  # next-token predictions in ids
+    mine = range(rank, math.ceil(n / block_size), world_size)  # this rank's window numbers
+    for i in range(0, len(mine), batch_size):
+        starts = np.asarray(mine[i : i + batch_size], dtype=np.int64) * block_size  # (b,)
+        offsets = starts[:, None] + np.arange(block_size + 1)  # (b, T + 1): positions of inputs and targets
+        window = torch.from_numpy(ids[np.minimum(offsets, n)].astype(np.int64))  # past the end: any token, masked below
+        x, y = window[:, :-1].clone(), window[:, 1:].clone()
+        beyond = torch.from_numpy(offsets[:, 1:] > n)  # (b, T): no target there
+        x[beyond], y[beyond] = 0, -1
+        yield x, y
+
+
+def window_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE, ranks: Ranks = Ranks()
+                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield this rank's share of fixed windows x, y (N, T), batch_size at a time (for the train-loss sample)."""
+    x, y = x[ranks.rank :: ranks.world_size], y[ranks.rank :: ranks.world_size]
+    for i in range(0, len(x), batch_size):
+        yield x[i : i + batch_size], y[i : i + batch_size]
+
+
+@torch.no_grad()
+def evaluate(model: GPT, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], precision: Precision,
+             ranks: Ranks = Ranks()) -> float:
+    """Mean cross-entropy over every target that is not -1 in batches of (x, y), in eval mode, summed over ranks.
+
+    The model's logits are float32 on every device (model.py computes the head outside autocast). Targets are
+    counted on the host as integers, so the count is exact at any size; the loss is summed in float64 where the
+    device has it (MPS does not: float32 there). One host sync per call, at the end.
+    """
+    was_training = model.training
+    model.eval()
+    device = precision.device
+    total = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+    n_targets = 0
+    for x, y in batches:
+        n_targets += int((y != -1).sum())  # y is still on the host: no device sync
+        if device.type == "cuda":  # page-locked memory lets the copy overlap the GPU's work
+            x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        else:
+            x, y = x.to(device), y.to(device)
+        with precision.autocast():
+            logits, _ = model(x)  # (B, T, V), float32
+        total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-1, reduction="sum")
+    model.train(was_training)
+    loss_sum, n_targets = agree([total.item(), n_targets], ranks, op="sum")
+    return loss_sum / n_targets
+
+
+def count_chars(tokenizer, ids: np.ndarray, chunk: int = 1 << 20) -> int:
+    """How many characters the token ids spell, decoded a chunk at a time (a BPE token can hold several)."""
+    if tokenizer.kind == "char":
+        return len(ids)  # one character per token
+    decoder = StreamDecoder(tokenizer)  # a multi-byte character cut between chunks is counted once
+    n = sum(len(decoder.push(ids[i : i + chunk].tolist())) for i in range(0, len(ids), chunk))
+    return n + len(decoder.flush())

@@ -1,0 +1,128 @@
+"""Where and how the model runs: the device, the autocast dtype, the loss scaler, TF32 and torch.compile.
+
+All of it is decided once, by make_precision(), each choice with the reason it was made, and the one Precision object
+is then used by training, by the evaluations during training, by evaluate.py and by bench.py. So the val loss a run
+logs and the number evaluate.py prints are computed the same way, on every device.
+
+    CUDA GPU      bfloat16 autocast where the GPU has it natively (Ampere and newer), else float16 with a loss
+                  scaler (T4, V100); TF32 matmuls; torch.compile when Triton is importable
+    Apple MPS     float32, no compile (compile on MPS has given NaNs and slowdowns); --dtype bfloat16 on request
+    CPU           float32, no compile (measured: no faster here); --dtype bfloat16 or float16 and --compile on
+                  run the GPU code paths on a CPU, which is how the tests check them
+"""
+
+import importlib.util
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from cli import CLIError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(requested: str) -> tuple[torch.device, str]:
+    """Resolve --device to a torch.device and say why; a requested device that is missing is a CLIError."""
+    has_cuda = torch.cuda.is_available()
+    has_mps = torch.backends.mps.is_available()
+    if requested == "auto":
+        if has_cuda:
+            return torch.device("cuda"), f"CUDA GPU found: {torch.cuda.get_device_name(0)}"
+        if has_mps:
+            return torch.device("mps"), "Apple MPS found"
+        return torch.device("cpu"), "no CUDA GPU or Apple MPS found"
+    if requested == "cuda" and not has_cuda:
+        raise CLIError("--device cuda was requested but this PyTorch sees no CUDA GPU; use --device auto or cpu")
+    if requested == "mps" and not has_mps:
+        raise CLIError("--device mps was requested but Apple MPS is not available here; use --device auto or cpu")
+    return torch.device(requested), "requested with --device"
+
+
+def pick_dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
+    """Choose the autocast dtype for the device and say why."""
+    if requested != "auto":
+        if requested not in DTYPES:
+            raise CLIError(f"--dtype {requested} is not one of {', '.join(DTYPES)}")
+        if device.type == "mps" and requested == "float16":
+            raise CLIError("--dtype float16 needs a loss scaler, which this project does not use on Apple MPS; "
+                           "use --dtype bfloat16 or float32 there")
+        note = {"cpu": " (autocast on a CPU: runs the GPU code path, seldom faster)"}.get(device.type, "")
+        return DTYPES[requested], f"requested with --dtype{note if requested != 'float32' else ''}"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):  # emulated bf16 (T4, V100) is slow
+            return torch.bfloat16, "this GPU supports bfloat16: half the memory traffic, no loss scaling needed"
+        return torch.float16, "this GPU has no bfloat16, so float16 with loss scaling"
+    return torch.float32, f"full precision on {device.type}"
+
+
+def pick_compile(device: torch.device, requested: str) -> tuple[bool, str]:
+    """Decide whether to torch.compile the training step, and say why."""
+    if requested == "off":
+        return False, "--compile off"
+    if requested == "on":
+        return True, "requested with --compile on"
+    if device.type != "cuda":
+        return False, f"the default on {device.type}: measured no faster on CPU, unreliable on MPS (README, Speed)"
+    if importlib.util.find_spec("triton") is None:
+        return False, "Triton is not installed, and compiling for CUDA needs it"
+    if torch.cuda.get_device_capability(device)[0] < 7:
+        return False, "this GPU is older than Triton supports (compute capability < 7.0)"
+    return True, "CUDA GPU with Triton"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the model runs on this device; make one with make_precision()."""
+
+    device: torch.device
+    dtype: torch.dtype  # the autocast dtype; float32 means no autocast
+    compile: bool
+    tf32: bool  # float32 matmuls in TF32 on CUDA (Ampere and newer): much faster, ample precision for training
+    reasons: tuple[str, str, str] = ("", "", "")  # why this device, dtype, compile decision
+    compile_backend: object = "inductor"  # what torch.compile uses; tests pass "eager" or a counting function
+
+    @property
+    def use_scaler(self) -> bool:
+        """float16 alone needs loss scaling: its small exponent range flushes small gradients to zero."""
+        return self.dtype == torch.float16
+
+    def autocast(self):
+        """A context that runs matmuls in self.dtype (and keeps the rest in float32), or does nothing for float32."""
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def new_scaler(self) -> torch.amp.GradScaler:
+        """A loss scaler for this device: enabled for float16, a no-op otherwise."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.use_scaler)
+
+    def apply(self) -> None:
+        """Set the process-wide switches this precision needs (TF32 on CUDA)."""
+        if self.tf32:
+            torch.set_float32_matmul_precision("high")  # TF32 for float32 matmuls
+
+    def describe(self) -> str:
+        """One line: device, dtype and compile, each with its reason."""
+        device_why, dtype_why, compile_why = self.reasons
+        return (f"device: {self.device} ({device_why}) | dtype: {str(self.dtype).removeprefix('torch.')} ({dtype_why})"
+                f"{' + TF32 matmuls' if self.tf32 else ''} | compile: {'on' if self.compile else 'off'} ({compile_why})")
+
+
+def make_precision(device: str = "auto", dtype: str = "auto", compile: str = "off", local_rank: int | None = None
+                   ) -> Precision:
+    """Decide the device (the local_rank-th GPU under torchrun), dtype, TF32 and compile, with reasons."""
+    dev, device_why = pick_device(device)
+    if dev.type == "cuda" and local_rank is not None:
+        dev = torch.device("cuda", local_rank)
+    dt, dtype_why = pick_dtype(dev, dtype)
+    use_compile, compile_why = pick_compile(dev, compile)
+    return Precision(dev, dt, use_compile, tf32=dev.type == "cuda", reasons=(device_why, dtype_why, compile_why))
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work so a timer reads real elapsed time."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

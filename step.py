@@ -1,0 +1,109 @@
+"""One training step, shared by train.py and bench.py: random batches from the token memory map, AdamW, the
+forward/backward/clip/update itself, and compiling it.
+"""
+
+import functools
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from model import GPT
+from precision import Precision
+
+
+def sample_starts(n_tokens: int, block_size: int, batch_size: int, generator: torch.Generator) -> np.ndarray:
+    """Random start offsets of batch_size windows of block_size + 1 tokens inside n_tokens."""
+    return torch.randint(n_tokens - block_size, (batch_size,), generator=generator).numpy()
+
+
+def get_batch(data: np.ndarray, block_size: int, starts: np.ndarray, device: torch.device):
+    """Inputs x and targets y, both (B, T), from the windows of data at starts; y is x shifted one to the left."""
+    offsets = starts[:, None] + np.arange(block_size + 1)  # (B, T + 1)
+    window = torch.from_numpy(data[offsets].astype(np.int64))  # one vectorised read of just these windows
+    if device.type == "cuda":  # page-locked memory lets the copy run while the GPU is busy
+        window = window.pin_memory().to(device, non_blocking=True)
+    else:
+        window = window.to(device)
+    return window[:, :-1], window[:, 1:]
+
+
+@functools.cache
+def has_fused_adamw(device_type: str) -> bool:
+    """Whether the installed torch has a fused AdamW kernel for this kind of device: one kernel for every parameter's
+    update instead of several per parameter. Tried for real once, since support differs by torch version and device."""
+    try:
+        p = torch.zeros(2, device=device_type, requires_grad=True)
+        p.grad = torch.ones_like(p)
+        torch.optim.AdamW([p], fused=True).step()
+        return True
+    except (RuntimeError, ValueError, TypeError):
+        return False
+
+
+def configure_optimizer(model: GPT, learning_rate: float, weight_decay: float, betas: tuple[float, float],
+                        device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matmul weights and embeddings only, not on biases and LayerNorm gains; the fused
+    kernel wherever this torch has one for the device (docs/BENCHMARKS.md measures what it saves on a CPU)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                             lr=learning_rate, betas=betas, fused=has_fused_adamw(device.type) or None)
+
+
+def train_step(model: GPT, step_model, optimizer, scaler, precision: Precision, micro_batches: list, grad_clip: float):
+    """One optimizer step on micro_batches, a list of (x, y). step_model is model, or model wrapped in DDP, or either
+    compiled; they all share model's parameters.
+
+    Gradients add up over the micro-batches (each loss divided by their number, so the sum is the mean), and DDP
+    averages them over ranks: the step is the same as one on the whole batch at once. Returns the mean loss, still on
+    the device: reading it (.item()) would make the host wait for the device.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=micro_batches[0][0].device)
+    for i, (x, y) in enumerate(micro_batches):
+        with skip_grad_sync(step_model, last=i == len(micro_batches) - 1):
+            with precision.autocast():
+                _, loss = step_model(x, y)
+            scaler.scale(loss / len(micro_batches)).backward()
+        total += loss.detach()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return total / len(micro_batches)
+
+
+def skip_grad_sync(step_model, last: bool):
+    """DDP all-reduces gradients during backward(). Between micro-steps that traffic would be wasted (bn #30): all
+    but the last micro-step run under no_sync(), and the last sends the gradients summed over all of them."""
+    ddp = getattr(step_model, "_orig_mod", step_model)  # under torch.compile, the DDP module is inside
+    return ddp.no_sync() if isinstance(ddp, DDP) and not last else nullcontext()
+
+
+def compile_for_training(step_model, x: torch.Tensor, y: torch.Tensor, precision: Precision, micro_steps: int = 1):
+    """torch.compile step_model (the model, or the model already wrapped in DDP, so that the compiled backward
+    overlaps DDP's gradient all-reduce) and compile it now, on (x, y): a real micro-batch of the training shape, in
+    training mode, with and without gradient sync when there are several micro-steps. So the first timed step does
+    not compile again, and the minutes this can take are reported apart from the run's time. Returns the compiled
+    module, or step_model itself if compiling fails."""
+    t0 = time.perf_counter()
+    module = getattr(step_model, "module", step_model)  # the GPT inside DDP
+    try:
+        compiled = torch.compile(step_model, backend=precision.compile_backend)
+        for last in ([False, True] if micro_steps > 1 else [True]):
+            with skip_grad_sync(compiled, last):
+                with precision.autocast():
+                    _, loss = compiled(x, y)
+                loss.backward()
+    except Exception as e:  # a missing compiler, an unsupported GPU, a Triton error: all mean "train without"
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        print(f"torch.compile failed ({reason}); training without it")
+        return step_model
+    finally:
+        module.zero_grad(set_to_none=True)
+    print(f"compiled the model in {time.perf_counter() - t0:.1f}s (not counted in the run's time)")
+    return compiled
