@@ -51,10 +51,17 @@ def window_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATC
         yield x[i : i + batch_size], y[i : i + batch_size]
 
 
-@torch.no_grad()
 def evaluate(model: GPT, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], precision: Precision,
              ranks: Ranks = Ranks()) -> float:
-    """Mean cross-entropy over every target that is not -1 in batches of (x, y), in eval mode, summed over ranks.
+    """Mean cross-entropy over every target that is not -1 in batches of (x, y), in eval mode, over all ranks."""
+    loss_sum, n_targets = loss_and_count(model, batches, precision, ranks)
+    return loss_sum / n_targets
+
+
+@torch.no_grad()
+def loss_and_count(model: GPT, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], precision: Precision,
+                   ranks: Ranks = Ranks()) -> tuple[float, int]:
+    """The summed cross-entropy and the number of targets (not -1) in batches of (x, y), added up over ranks.
 
     The model's logits are float32 on every device (model.py computes the head outside autocast). Targets are
     counted on the host as integers, so the count is exact at any size; the loss is summed in float64 where the
@@ -75,8 +82,8 @@ def evaluate(model: GPT, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], p
             logits, _ = model(x)  # (B, T, V), float32
         total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-1, reduction="sum")
     model.train(was_training)
-    loss_sum, n_targets = agree([total.item(), n_targets], ranks, op="sum")
-    return loss_sum / n_targets
+    loss_sum, n_targets = agree([total.item(), n_targets], ranks, op="sum")  # float64: exact counts up to 2**53
+    return loss_sum, int(n_targets)
 
 
 def count_chars(tokenizer, ids: np.ndarray, chunk: int = 1 << 20) -> int:

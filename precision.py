@@ -39,6 +39,12 @@ def pick_device(requested: str) -> tuple[torch.device, str]:
     return torch.device(requested), "requested with --device"
 
 
+def torch_version() -> tuple[int, int]:
+    """The installed torch's (major, minor) version."""
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
 def pick_dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
     """Choose the autocast dtype for the device and say why."""
     if requested != "auto":
@@ -47,6 +53,9 @@ def pick_dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
         if device.type == "mps" and requested == "float16":
             raise CLIError("--dtype float16 needs a loss scaler, which this project does not use on Apple MPS; "
                            "use --dtype bfloat16 or float32 there")
+        if device.type == "mps" and requested == "bfloat16" and torch_version() < (2, 6):
+            raise CLIError(f"--dtype bfloat16 on Apple MPS needs torch 2.6 or newer (this is {torch.__version__}; older "
+                           "ones quietly run float32 instead); upgrade torch or use --dtype float32")
         note = {"cpu": " (autocast on a CPU: runs the GPU code path, seldom faster)"}.get(device.type, "")
         return DTYPES[requested], f"requested with --dtype{note if requested != 'float32' else ''}"
     if device.type == "cuda":
