@@ -8,6 +8,7 @@ import pytest
 import bench
 import evaluate
 from conftest import read_metrics, run_train
+from precision import make_precision
 
 
 def test_bench_quick_prints_training_and_generation_tables(tmp_path, capsys):
@@ -21,7 +22,8 @@ def test_bench_quick_prints_training_and_generation_tables(tmp_path, capsys):
     assert float(train_row[2].replace(",", "")) > 0 and float(train_row[3].replace(",", "")) > 0
     cached, uncached, speedup = (float(c.rstrip("x").replace(",", "")) for c in gen_row[1:])
     assert speedup == pytest.approx(cached / uncached, rel=0.1)
-    assert "torch" in table and "Device: cpu" in table
+    # The device bench.py picks by itself (--device auto): a CPU here, a GPU or a Mac elsewhere.
+    assert "torch" in table and f"Device: {make_precision('auto').device}" in table
 
 
 def test_bench_reports_time_to_a_target_loss(small_text, tmp_path, capsys):
@@ -40,7 +42,7 @@ def test_evaluate_prints_the_full_val_loss_that_training_logged(small_text, tmp_
     assert run_train(small_text, tmp_path, "--max_iters", "4", "--eval_interval", "2") == 0
     last_row = read_metrics(tmp_path)[-1]
     capsys.readouterr()
-    assert evaluate.main(["--checkpoint", str(tmp_path / "last.pt"), "--batch_size", "5"]) == 0
+    assert evaluate.main(["--checkpoint", str(tmp_path / "last.pt"), "--batch_size", "5", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     loss = float(re.search(r"full val loss (\d+\.\d+)", out).group(1))
     assert loss == pytest.approx(last_row["val_loss"], abs=1e-4)
