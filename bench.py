@@ -5,12 +5,15 @@
     python bench.py --quick                           # tiny settings, a few seconds (CI runs this)
     python bench.py --metrics out/metrics.csv --target_loss 1.47   # when did a run first reach a val loss?
     python bench.py --data_mb 300                     # encoding a 300 MB text: first time, cached, peak memory
+    python bench.py --optimizer_step                  # the AdamW step alone: multi-tensor against fused
+    python bench.py --gpu_check                       # on a GPU: the gpu tests, speed, a medium run (docs/gpu_check.sh)
 
-Training: full optimizer steps (forward, backward, clip, AdamW) in the dtype train.py would use, on random token
-ids, timed after warm-up steps with the device synchronised before each clock read. Generation: new tokens per
-second from a one-token prompt, with the KV cache and with full-context recomputation at every step. Encoding:
-dataset.prepare() on a generated text of --data_mb megabytes, each run in a fresh process so that its peak memory
-(the operating system's high-water mark for that process) is its own.
+Training: full optimizer steps (forward, backward, clip, AdamW) with train.py's step code and precision (dtype,
+loss scaler, compile) for the device, on random token ids, timed after warm-up steps with the device synchronised
+before each clock read. Generation: new tokens per second from a one-token prompt, with the KV cache and with
+full-context recomputation at every step. Encoding: dataset.prepare() on a generated text of --data_mb megabytes,
+each run in a fresh process so that its peak memory (the operating system's high-water mark for that process) is its
+own.
 """
 
 import json

@@ -1,5 +1,6 @@
 """bench.py and evaluate.py: the commands that produce the figures in the docs."""
 
+import ast
 import math
 import re
 
@@ -7,7 +8,7 @@ import pytest
 
 import bench
 import evaluate
-from conftest import read_metrics, run_train
+from conftest import ROOT, read_metrics, run_train
 from precision import make_precision
 
 
@@ -58,3 +59,22 @@ def test_evaluate_user_errors(flags, expected, capsys):
     assert evaluate.main(flags) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and expected in err
+
+
+def _imports(path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_script_imports_another_and_model_py_is_pure_torch():
+    scripts = {"train", "generate", "evaluate", "bench"}
+    for path in ROOT.glob("*.py"):
+        imported = _imports(path) & scripts
+        assert not imported, f"{path.name} imports the script(s) {sorted(imported)}; shared code belongs in a module"
+    assert _imports(ROOT / "model.py") <= {"math", "dataclasses", "typing", "torch"}
