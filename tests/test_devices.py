@@ -347,21 +347,27 @@ def test_two_ranks_killed_and_resumed_match_an_uninterrupted_run(small_text, tmp
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"),
               *flags, "--out_dir", str(out_dir)]
-    proc = subprocess.Popen([*launch, "--max_iters", "100000"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if torch.load(out_dir / "last.pt", weights_only=True)["step"] >= 4:
-                    break
-            except (OSError, RuntimeError, EOFError):
-                pass
-            time.sleep(0.02)
-        for pid in [*_descendants(proc.pid), proc.pid]:  # kill -9 the launcher and both ranks at once
-            os.kill(pid, signal.SIGKILL)
-    finally:
-        proc.communicate(timeout=60)
+    log = tmp_path / "killed.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([*launch, "--max_iters", "100000"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=err)
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline and proc.poll() is None:
+                try:
+                    if torch.load(out_dir / "last.pt", weights_only=True)["step"] >= 4:
+                        break
+                except (OSError, RuntimeError, EOFError):
+                    pass
+                time.sleep(0.02)
+            assert proc.poll() is None, f"torchrun ended before its step-4 checkpoint: {log.read_text()[-2000:]}"
+        finally:
+            for pid in [*_descendants(proc.pid), proc.pid]:  # kill -9 the launcher and both ranks at once
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            proc.wait(timeout=60)
     saved_step = torch.load(out_dir / "last.pt", weights_only=True)["step"]
     assert 4 <= saved_step < 16, f"killed after step {saved_step}"
     resumed = subprocess.run([*launch, "--max_iters", "16", "--resume"], cwd=ROOT, env=env, capture_output=True,
