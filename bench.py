@@ -175,11 +175,16 @@ def encoding_table(megabytes: int, work_dir: Path, bpe_vocab: int) -> list[str]:
     return lines
 
 
-def time_to_target(metrics_path: Path, target: float) -> str:
-    """The first evaluation in a run's metrics.csv whose val loss is at or below target, as a sentence."""
+def first_and_best(metrics_path: Path, target: float) -> tuple[dict | None, dict, dict]:
+    """From a run's metrics.csv: the first evaluation at or below target (None if none), the best, and the last."""
     rows = read_metrics(metrics_path)
     hit = next((r for r in rows if r["val_loss"] <= target), None)
-    best = min(rows, key=lambda r: r["val_loss"])
+    return hit, min(rows, key=lambda r: r["val_loss"]), rows[-1]
+
+
+def time_to_target(metrics_path: Path, target: float) -> str:
+    """The first evaluation in a run's metrics.csv whose val loss is at or below target, as a sentence."""
+    hit, best, _ = first_and_best(metrics_path, target)
     if hit is None:
         return f"{metrics_path}: val loss never reached {target} (best {best['val_loss']:.4f} at step {best['step']:.0f})"
     return (f"{metrics_path}: val loss {hit['val_loss']:.4f} <= {target} first at step {hit['step']:.0f}, "
@@ -199,11 +204,8 @@ def time_optimizer_step(preset: str, fused: bool, steps: int, warmup: int, devic
     model = GPT(replace(PRESETS[preset], vocab_size=65)).to(device)
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}]
     # fused=False leaves the choice to torch: the multi-tensor ("foreach") kernels, what train.py used before.
-    optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE, betas=BETAS, fused=fused or None)
+    optimizer = configure_optimizer(model, LEARNING_RATE, WEIGHT_DECAY, BETAS, device, fused=fused)
     for i in range(warmup + steps):
         if i == warmup:
             synchronize(device)
@@ -242,11 +244,10 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None
                        "(`python bench.py --gpu_check --smoke` runs its steps on a CPU at toy sizes)", EXIT_FAILED)
     precision.apply()
     root = Path(__file__).resolve().parent
-    if device.type == "cuda":
-        title = (f"GPU check: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
-                 f"{time.strftime('%Y-%m-%d')}{' (smoke run: toy sizes)' if smoke else ''}")
-    else:
-        title = f"GPU check on {device} (smoke run: toy sizes), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+    name = (f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}" if device.type == "cuda"
+            else {"mps": "Apple MPS"}.get(device.type, device.type))
+    title = (f"GPU check on {name}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+             + (" (smoke run: toy sizes)" if smoke else ""))
     lines = [title, "", "| check | result |", "|---|---|"]
     print("\n".join(lines), flush=True)
 
@@ -283,14 +284,12 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None
         row(f"`train.py {' '.join(flags)}`", f"failed (exit {proc.returncode}): "
             + (proc.stderr.strip().splitlines() or ["?"])[-1].replace("|", "/"))
         return lines
-    rows = read_metrics(run_dir / "metrics.csv")
-    hit = next((r for r in rows if r["val_loss"] <= target_loss), None)
-    best = min(rows, key=lambda r: r["val_loss"])
-    name = "tiny (smoke)" if smoke else "medium"
-    row(f"{name}: time to val loss {target_loss}", "not reached" if hit is None else
+    hit, best, last = first_and_best(run_dir / "metrics.csv", target_loss)
+    run_name = "tiny (smoke)" if smoke else "medium"
+    row(f"{run_name}: time to val loss {target_loss}", "not reached" if hit is None else
         f"{hit['elapsed_s']:.1f} s of training (step {hit['step']:.0f})")
-    row(f"{name}: best val loss", f"{best['val_loss']:.4f} at step {best['step']:.0f}; {rows[-1]['step']:.0f} steps in "
-        f"{rows[-1]['elapsed_s']:.1f} s of training, {wall:.0f} s wall")
+    row(f"{run_name}: best val loss", f"{best['val_loss']:.4f} at step {best['step']:.0f}; {last['step']:.0f} steps in "
+        f"{last['elapsed_s']:.1f} s of training, {wall:.0f} s wall")
     return lines
 
 

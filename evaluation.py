@@ -80,7 +80,7 @@ def loss_and_count(model: GPT, batches: Iterable[tuple[torch.Tensor, torch.Tenso
             x, y = x.to(device), y.to(device)
         with precision.autocast():
             logits, _ = model(x)  # (B, T, V), float32
-        total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-1, reduction="sum")
+        total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
     model.train(was_training)
     loss_sum, n_targets = agree([total.item(), n_targets], ranks, op="sum")  # float64: exact counts up to 2**53
     return loss_sum, int(n_targets)

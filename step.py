@@ -44,13 +44,16 @@ def has_fused_adamw(device_type: str) -> bool:
 
 
 def configure_optimizer(model: GPT, learning_rate: float, weight_decay: float, betas: tuple[float, float],
-                        device: torch.device) -> torch.optim.AdamW:
+                        device: torch.device, fused: bool | None = None) -> torch.optim.AdamW:
     """AdamW with weight decay on matmul weights and embeddings only, not on biases and LayerNorm gains; the fused
-    kernel wherever this torch has one for the device (docs/BENCHMARKS.md measures what it saves on a CPU)."""
+    kernel wherever this torch has one for the device (docs/BENCHMARKS.md measures what it saves on a CPU), unless
+    fused says otherwise (bench.py compares the two)."""
+    if fused is None:
+        fused = has_fused_adamw(device.type)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=learning_rate, betas=betas, fused=has_fused_adamw(device.type) or None)
+                             lr=learning_rate, betas=betas, fused=fused or None)
 
 
 def train_step(model: GPT, step_model, optimizer, scaler, precision: Precision, micro_batches: list, grad_clip: float):
