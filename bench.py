@@ -31,7 +31,7 @@ import torch
 from cli import EXIT_FAILED, CLIError, FlagParser, run_cli
 from dataset import DEFAULT_DATA
 from metrics import read_metrics
-from model import GPT, PRESETS
+from model import GPT, PRESETS, GPTConfig
 from precision import Precision, make_precision, synchronize
 from step import compile_for_training, configure_optimizer, get_batch, sample_starts, train_step
 
@@ -44,7 +44,7 @@ def time_training(preset: str, batch_size: int, block_size: int, steps: int, war
     device = precision.device
     torch.manual_seed(0)
     model = GPT(replace(PRESETS[preset], vocab_size=65, block_size=block_size)).to(device)
-    optimizer = configure_optimizer(model, LEARNING_RATE, WEIGHT_DECAY, BETAS, device)
+    optimizers = configure_optimizer(model, LEARNING_RATE, WEIGHT_DECAY, BETAS, device)
     scaler = precision.new_scaler()
     data = np.random.default_rng(0).integers(65, size=100_000, dtype=np.uint16)
     generator = torch.Generator().manual_seed(0)
@@ -60,7 +60,7 @@ def time_training(preset: str, batch_size: int, block_size: int, steps: int, war
             synchronize(device)
             t0 = time.perf_counter()
         batch = next_batch()
-        train_step(model, step_model, optimizer, scaler, precision, [batch], grad_clip=1.0)
+        train_step(model, step_model, optimizers, scaler, precision, [batch], grad_clip=1.0)
     synchronize(device)
     seconds = (time.perf_counter() - t0) / steps
     return {"params": model.num_params(), "s_per_step": seconds, "tokens_per_s": batch_size * block_size / seconds,
@@ -191,6 +191,32 @@ def time_to_target(metrics_path: Path, target: float) -> str:
             f"{hit['elapsed_s']:.1f}s into training (best {best['val_loss']:.4f} at step {best['step']:.0f})")
 
 
+def compare_runs(folder: Path) -> list[str]:
+    """Markdown lines: one row per variant in folder (folder/VARIANT/seedN/, as docs/ablate.sh lays out train.py
+    runs), with its final full-val loss per seed, the mean loss and bits per character, training tokens/s and the
+    parameter count. The flags come from VARIANT/flags.txt where there is one."""
+    variants = sorted(p for p in folder.iterdir() if p.is_dir() and any(p.glob("seed*/metrics.csv")))
+    if not variants:
+        raise CLIError(f"no finished runs under {folder} (expected {folder}/VARIANT/seedN/metrics.csv)")
+    lines = ["| variant | flags | parameters | val loss per seed | mean val loss | bits/char | tokens/s | steps |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for variant in variants:
+        runs = sorted(variant.glob("seed*/metrics.csv"))
+        finals = [read_metrics(m)[-1] for m in runs]
+        # Training tokens per second over the whole run: steps x tokens per step over the time spent in steps.
+        config = torch.load(runs[0].parent / "last.pt", map_location="cpu", weights_only=True)
+        n_params = GPT(GPTConfig(**config["model_config"])).num_params()
+        tokens_per_step = config["train_config"]["batch_size"] * config["model_config"]["block_size"]
+        losses = [r["val_loss"] for r in finals]
+        flags = (variant / "flags.txt").read_text(encoding="utf-8").strip() if (variant / "flags.txt").exists() else ""
+        lines.append(f"| {variant.name} | `{flags}` | {n_params:,} | {' / '.join(f'{v:.4f}' for v in losses)} | "
+                     f"{sum(losses) / len(losses):.4f} | {sum(r['val_bpc'] for r in finals) / len(finals):.3f} | "
+                     f"{sum(r['tokens_per_s'] for r in finals) / len(finals):,.0f} | "
+                     f"{' / '.join(str(int(r['step'])) for r in finals)} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def machine_line(device: torch.device) -> str:
     """What this ran on, for the record."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
@@ -205,7 +231,7 @@ def time_optimizer_step(preset: str, fused: bool, steps: int, warmup: int, devic
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
     # fused=False leaves the choice to torch: the multi-tensor ("foreach") kernels, what train.py used before.
-    optimizer = configure_optimizer(model, LEARNING_RATE, WEIGHT_DECAY, BETAS, device, fused=fused)
+    [optimizer] = configure_optimizer(model, LEARNING_RATE, WEIGHT_DECAY, BETAS, device, fused=fused)
     for i in range(warmup + steps):
         if i == warmup:
             synchronize(device)
@@ -317,6 +343,8 @@ def main(argv=None) -> int:
                         help="the GPU check (docs/gpu_check.sh): gpu tests, speed per preset, a medium run to --target_loss")
     parser.add_argument("--smoke", action="store_true", help="with --gpu_check: tiny sizes, runs on a CPU (tests its plumbing)")
     parser.add_argument("--data", default=None, help="with --gpu_check: the text to train on (default: Tiny Shakespeare)")
+    parser.add_argument("--compare", default=None,
+                        help="instead of timing: table the train.py runs under this folder (FOLDER/VARIANT/seedN, as docs/ablate.sh writes)")
     parser.add_argument("--out", default="out/bench.md", help="markdown file for the results")
     return run_cli(lambda: measure(parser.parse_args(argv)))
 
@@ -334,6 +362,11 @@ def measure(args) -> int:
         if not Path(args.metrics).is_file():
             raise CLIError(f"no metrics file at {args.metrics}; pass the metrics.csv a train.py run wrote")
         print(time_to_target(Path(args.metrics), args.target_loss))
+        return 0
+    if args.compare:
+        if not Path(args.compare).is_dir():
+            raise CLIError(f"no folder {args.compare}; run docs/ablate.sh first")
+        write_lines([machine_line(torch.device("cpu"))] + compare_runs(Path(args.compare)), Path(args.out))
         return 0
     if args.data_mb:
         lines = [machine_line(torch.device("cpu"))] + encoding_table(args.data_mb, Path("out/bench-data"), args.bpe_vocab)

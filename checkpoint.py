@@ -50,12 +50,13 @@ def model_from_checkpoint(checkpoint: dict, device: torch.device) -> GPT:
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
-    """Load saved optimizer state, but keep the kernel this device was given (fused, foreach).
+    """Load saved optimizer state, but keep the kernel this device was given (fused, foreach) and the peak learning
+    rate this run was given ("peak_lr": a resumed run may change --learning_rate; older checkpoints have none).
 
     load_state_dict() would also bring back the saved run's kernel flags: a run saved with fused AdamW on a GPU and
     resumed where fused is missing would then fail at its first step.
     """
-    kernels = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g} for g in optimizer.param_groups]
+    kernels = [{k: g[k] for k in ("fused", "foreach", "capturable", "peak_lr") if k in g} for g in optimizer.param_groups]
     optimizer.load_state_dict(saved)
     for group, keep in zip(optimizer.param_groups, kernels):
         group.update(keep)

@@ -69,6 +69,12 @@ def sample(args: argparse.Namespace) -> int:
         raise CLIError(f"--block_size must be between 1 and {trained_block}, the context this model was "
                        f"trained with; got {args.block_size}")
     model = model_from_checkpoint(checkpoint, device)
+    # On stderr, so stdout holds only the text. Keys and values are kept for n_kv_head heads only: grouped-query
+    # attention shrinks the cache by n_head / n_kv_head.
+    c, context = model.config, args.block_size or trained_block
+    print(f"model: {model.num_params():,} parameters, {c.pieces()} | KV cache {model.kv_cache_bytes(1, context) / 1024:,.0f} KiB "
+          f"per sample ({c.n_layer} layers x keys and values x {c.kv_heads} of {c.n_head} heads x {context} positions "
+          f"x {c.n_embd // c.n_head} floats)", file=sys.stderr)
 
     generator = torch.Generator().manual_seed(args.seed)  # sampling draws on CPU, so this is device-independent
     prompt = torch.tensor([tokenizer.encode(args.prompt).tolist()], dtype=torch.long, device=device)  # (1, T)

@@ -25,6 +25,43 @@ class GPTConfig:
     n_embd: int = field(default=384, metadata={"help": "embedding width C"})
     dropout: float = field(default=0.0, metadata={"help": "dropout probability while training, in [0, 1)"})
     bias: bool = field(default=True, metadata={"help": "biases in Linear and LayerNorm layers, as in GPT-2"})
+    # The 2026 pieces, one field each. The defaults are GPT-2's, so a checkpoint saved before these fields existed
+    # loads as the model it was.
+    position: str = field(default="learned", metadata={"help": "learned: a trained table of absolute positions (GPT-2); rope: rotate queries and keys by position (RoPE), no table", "choices": ["learned", "rope"]})
+    norm: str = field(default="layernorm", metadata={"help": "layernorm (GPT-2) or rmsnorm: scale only, no centring and no bias", "choices": ["layernorm", "rmsnorm"]})
+    mlp: str = field(default="gelu", metadata={"help": "gelu: 4x wide, GELU (GPT-2); swiglu: gated, 8/3x wide so the parameters stay about the same; relu2: 4x wide, ReLU squared", "choices": ["gelu", "swiglu", "relu2"]})
+    qk_norm: bool = field(default=False, metadata={"help": "RMS-normalise each head's queries and keys before attention"})
+    n_kv_head: int | None = field(default=None, metadata={"help": "key/value heads, shared by groups of query heads (grouped-query attention); must divide n_head; 1 is multi-query", "default_help": "n_head: ordinary multi-head attention"})
+    tie_weights: bool = field(default=True, metadata={"help": "the output head reuses the token embedding matrix (GPT-2); --no-tie_weights gives the head its own"})
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: n_kv_head, or n_head when it is not set."""
+        return self.n_kv_head or self.n_head
+
+    def check(self) -> None:
+        """Raise ValueError, naming the fields, for shapes this model cannot have."""
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
+            raise ValueError(f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head})")
+        if self.position == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"position rope needs an even head size, but n_embd / n_head = "
+                             f"{self.n_embd} / {self.n_head} = {self.n_embd // self.n_head}")
+
+    def pieces(self) -> str:
+        """The architecture in a few words, e.g. "rope, rmsnorm, swiglu, qk-norm, 2 kv heads, untied head"."""
+        words = [self.position, self.norm, self.mlp] + (["qk-norm"] if self.qk_norm else [])
+        if self.kv_heads != self.n_head:
+            words.append(f"{self.kv_heads} kv head{'s' if self.kv_heads > 1 else ''}")
+        words.append("tied head" if self.tie_weights else "untied head")
+        return ", ".join(words)
+
+    @property
+    def swiglu_hidden(self) -> int:
+        """SwiGLU's hidden width: three matrices of C x h match the GELU MLP's two of C x 4C when h = 8C/3, rounded
+        to the nearest multiple of 8."""
+        return int(8 * self.n_embd / 3 / 8 + 0.5) * 8
 
 
 # The sizes of the workshop this repo follows. Every preset sees 256 characters of context.
@@ -35,38 +72,86 @@ PRESETS = {
 }
 
 
+def make_norm(config: GPTConfig, width: int) -> nn.Module:
+    """LayerNorm (subtract the mean, divide by the standard deviation, then a gain and a bias) or RMSNorm (divide by
+    the root mean square, then a gain): one statistic fewer, and the same results in modern LLMs."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(width, eps=1e-5)
+    return nn.LayerNorm(width, bias=config.bias)
+
+
+def rotary_tables(head_size: int, positions: torch.Tensor, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin, each (T, head_size / 2), of the angles RoPE turns each pair of channels by at each position.
+
+    Channel pair i turns by position * base^(-2i / head_size): fast for the first pairs, slower for the later ones.
+    """
+    inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32, device=positions.device) / head_size)
+    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (first half, second half) of the channels of x (B, nh, T, hs) by the angles in cos/sin (T, hs/2).
+
+    A query at position m and a key at position n, both rotated, have a dot product that depends only on m - n: the
+    model sees relative positions, and needs no position table.
+    """
+    x1, x2 = x.float().chunk(2, dim=-1)  # (B, nh, T, hs/2) each
+    rotated = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return rotated.to(x.dtype)
+
+
 class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention where position t only looks at positions <= t."""
+    """Multi-head self-attention where position t only looks at positions <= t.
+
+    With n_kv_head < n_head, groups of query heads share one key/value head (grouped-query attention): fewer
+    keys and values to compute and, above all, to keep in the KV cache while generating.
+    """
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
-        self.n_head = config.n_head
-        self.n_embd = config.n_embd
+        config.check()
+        self.n_head, self.n_kv_head = config.n_head, config.kv_heads
+        self.head_size = config.n_embd // config.n_head
         self.dropout = config.dropout
-        # One matmul makes queries, keys and values for all heads at once.
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.rope = config.position == "rope"
+        # One matmul makes queries (n_head heads) and keys and values (n_kv_head heads each) at once.
+        self.kv_width = self.n_kv_head * self.head_size
+        self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * self.kv_width, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
+        # QK-norm: each head's queries and keys get unit RMS (times a learned gain), so attention logits cannot grow
+        # without bound however large the weights become; that lets training use a higher learning rate.
+        self.q_norm = nn.RMSNorm(self.head_size, eps=1e-5) if config.qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_size, eps=1e-5) if config.qk_norm else None
 
-    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
-        """Attend over x (B, T, C). With a cache, x holds only new positions and past keys/values are reused."""
+    def forward(self, x: torch.Tensor, cache: dict | None = None, rotary: tuple | None = None) -> torch.Tensor:
+        """Attend over x (B, T, C). With a cache, x holds only new positions and past keys/values are reused.
+        rotary: the (cos, sin) tables of x's positions, for RoPE."""
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # each (B, T, C)
-        # Split C into n_head heads of size hs and move heads next to the batch dimension.
-        hs = C // self.n_head
-        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        hs, nh, nkv = self.head_size, self.n_head, self.n_kv_head
+        q, k, v = self.c_attn(x).split([C, self.kv_width, self.kv_width], dim=2)  # (B, T, C), (B, T, nkv*hs) x 2
+        # Split into heads of size hs and move heads next to the batch dimension.
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if cache is not None:
-            # KV cache for generation: keys and values of earlier positions never change, so keep them.
+            # KV cache for generation: keys and values of earlier positions never change, so keep them. With RoPE
+            # they are kept already rotated by their own positions. Only the nkv key/value heads are kept.
             if "k" in cache:
-                k = torch.cat((cache["k"], k), dim=2)  # (B, nh, T_past + T, hs)
+                k = torch.cat((cache["k"], k), dim=2)  # (B, nkv, T_past + T, hs)
                 v = torch.cat((cache["v"], v), dim=2)
             cache["k"], cache["v"] = k, v
         # The causal mask is only right when queries and keys are the same positions; with a cache we add one
         # position at a time, and that newest query may look at every key.
         assert T == 1 or T == k.size(2), "with a cache, fill it all at once, then add one position at a time"
+        if nkv != nh:  # each key/value head serves nh / nkv query heads in a row
+            k = k.repeat_interleave(nh // nkv, dim=1)  # (B, nh, T_k, hs)
+            v = v.repeat_interleave(nh // nkv, dim=1)
         # softmax(q k^T / sqrt(hs)) v with the future masked out; PyTorch picks the fastest kernel for the device.
         y = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1
@@ -76,17 +161,31 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """The feed-forward half of a block: widen 4x, GELU, project back."""
+    """The feed-forward half of a block: widen, a non-linearity, project back.
+
+    gelu: 4C wide, GELU (GPT-2). relu2: 4C wide, ReLU then squared. swiglu: two projections to h = 8C/3, one
+    through SiLU gating the other (SiLU(a) * b); three matrices of C x h hold about as many weights as two of C x 4C.
+    """
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.kind = config.mlp
+        hidden = config.swiglu_hidden if self.kind == "swiglu" else 4 * config.n_embd
+        fc_out = 2 * hidden if self.kind == "swiglu" else hidden  # SwiGLU's gate and value in one matmul
+        self.c_fc = nn.Linear(config.n_embd, fc_out, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+        h = self.c_fc(x)  # (B, T, hidden), or (B, T, 2 * hidden) for swiglu
+        if self.kind == "swiglu":
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value
+        elif self.kind == "relu2":
+            h = F.relu(h).square()
+        else:
+            h = F.gelu(h)
+        return self.dropout(self.c_proj(h))  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -94,36 +193,41 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config, config.n_embd)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config, config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None, rotary: tuple | None = None) -> torch.Tensor:
         # Pre-norm: the residual stream x itself is never normalised, which keeps deep stacks easy to train.
-        x = x + self.attn(self.ln_1(x), cache)
+        x = x + self.attn(self.ln_1(x), cache, rotary)
         x = x + self.mlp(self.ln_2(x))
         return x
 
 
 class GPT(nn.Module):
-    """Token + position embeddings, a stack of blocks, a final LayerNorm and a head tied to the token embedding."""
+    """Token + position embeddings, a stack of blocks, a final norm and a head tied to the token embedding.
+
+    The GPTConfig fields position, norm, mlp, qk_norm, n_kv_head and tie_weights swap in the 2026 pieces one by one.
+    """
 
     def __init__(self, config: GPTConfig):
         super().__init__()
+        config.check()
         self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embedding
-                wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embedding
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-            )
+        modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))  # token embedding
+        if config.position == "learned":
+            modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)  # learned position embedding
+        modules.update(
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=make_norm(config, config.n_embd),
         )
+        self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        # Weight tying: reading a token in and scoring it on the way out use the same (V, C) matrix.
-        self.transformer.wte.weight = self.lm_head.weight
+        if config.tie_weights:
+            # Weight tying: reading a token in and scoring it on the way out use the same (V, C) matrix.
+            self.transformer.wte.weight = self.lm_head.weight
 
         self.apply(self._init_weights)
         # GPT-2: each block adds two projections to the residual stream, so scale their init down with depth
@@ -141,8 +245,14 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self) -> int:
-        """Count the parameters, the tied embedding/head matrix once."""
+        """Count the parameters, a tied embedding/head matrix once."""
         return sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor only once
+
+    def kv_cache_bytes(self, batch_size: int, length: int, dtype: torch.dtype = torch.float32) -> int:
+        """Bytes a KV cache of `length` positions takes: keys and values, n_kv_head heads, every layer."""
+        c = self.config
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        return 2 * c.n_layer * batch_size * c.kv_heads * length * (c.n_embd // c.n_head) * itemsize
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: list[dict] | None = None):
         """Map token ids (B, T) to next-token logits (B, T, V), and the mean cross-entropy if targets are given.
@@ -154,10 +264,15 @@ class GPT(nn.Module):
         if past + T > self.config.block_size:
             raise ValueError(f"sequence of length {past + T} is longer than the model's block_size {self.config.block_size}")
         pos = torch.arange(past, past + T, device=idx.device)  # (T,)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C) + (T, C) broadcasts to (B, T, C)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rotary = None
+        if self.config.position == "rope":
+            rotary = rotary_tables(self.config.n_embd // self.config.n_head, pos)  # positions enter in attention
+        else:
+            x = x + self.transformer.wpe(pos)  # (B, T, C) + (T, C) broadcasts to (B, T, C)
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, cache[i] if cache is not None else None)
+            x = block(x, cache[i] if cache is not None else None, rotary)
         x = self.transformer.ln_f(x)
         # The head runs in float32 even under autocast: the softmax over the vocabulary is where bfloat16's 8 bits of
         # mantissa would blur the loss, and it is one small matmul. So logits are float32 on every device.

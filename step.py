@@ -1,5 +1,6 @@
-"""One training step, shared by train.py and bench.py: random batches from the token memory map, AdamW, the
-forward/backward/clip/update itself, and compiling it.
+"""One training step, shared by train.py and bench.py: random batches from the token memory map, the optimizers
+(AdamW, and Muon for the block matrices with --optimizer muon), the forward/backward/clip/update itself, and
+compiling it.
 """
 
 import functools
@@ -43,28 +44,67 @@ def has_fused_adamw(device_type: str) -> bool:
         return False
 
 
+MUON_TORCH = "2.9"  # the first torch with torch.optim.Muon
+
+
+def split_params(model: GPT, kind: str) -> dict[str, list[torch.nn.Parameter]]:
+    """The model's parameters by how they are optimized: every parameter in exactly one list.
+
+    adamw: "decay" (matmul weights and embeddings) and "no_decay" (biases, norm gains). muon: "muon" takes the 2-D
+    weight matrices inside the blocks, where orthogonalised updates help; embeddings, a separate head, norms and
+    biases stay with AdamW, as Muon's authors advise (an embedding row is a lookup, not a linear map).
+    """
+    block_matrices = {id(p) for p in model.transformer.h.parameters() if p.dim() == 2}
+    groups = {"decay": [], "no_decay": [], "muon": []}
+    for p in model.parameters():  # a tied embedding/head matrix comes once
+        if kind == "muon" and id(p) in block_matrices:
+            groups["muon"].append(p)
+        else:
+            groups["decay" if p.dim() >= 2 else "no_decay"].append(p)
+    return groups
+
+
 def configure_optimizer(model: GPT, learning_rate: float, weight_decay: float, betas: tuple[float, float],
-                        device: torch.device, fused: bool | None = None) -> torch.optim.AdamW:
-    """AdamW with weight decay on matmul weights and embeddings only, not on biases and LayerNorm gains; the fused
-    kernel wherever this torch has one for the device (docs/BENCHMARKS.md measures what it saves on a CPU), unless
-    fused says otherwise (bench.py compares the two)."""
+                        device: torch.device, fused: bool | None = None, kind: str = "adamw",
+                        muon_lr: float | None = None) -> list[torch.optim.Optimizer]:
+    """The optimizers of a run, in a list: [AdamW] or, for kind "muon", [AdamW, Muon] (split_params says which
+    parameters each takes).
+
+    AdamW decays matmul weights and embeddings only, not biases and norm gains, and uses the fused kernel wherever
+    this torch has one for the device (docs/BENCHMARKS.md measures what it saves on a CPU), unless fused says
+    otherwise (bench.py compares the two). Muon uses torch.optim.Muon at muon_lr (default: learning_rate), scaled
+    to match AdamW's update size ("match_rms_adamw"), so the two learning rates are in the same units. Every param
+    group remembers its peak rate as "peak_lr"; train.py scales each by the schedule.
+    """
+    if kind not in ("adamw", "muon"):
+        raise ValueError(f"optimizer must be adamw or muon, got {kind!r}")
     if fused is None:
         fused = has_fused_adamw(device.type)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=learning_rate, betas=betas, fused=fused or None)
+    params = split_params(model, kind)
+    adamw = torch.optim.AdamW([{"params": params["decay"], "weight_decay": weight_decay, "peak_lr": learning_rate},
+                               {"params": params["no_decay"], "weight_decay": 0.0, "peak_lr": learning_rate}],
+                              lr=learning_rate, betas=betas, fused=fused or None)
+    if kind == "adamw":
+        return [adamw]
+    if not hasattr(torch.optim, "Muon"):
+        raise ValueError(f"the muon optimizer needs torch {MUON_TORCH} or newer (this is torch {torch.__version__})")
+    muon_lr = muon_lr or learning_rate
+    muon = torch.optim.Muon([{"params": params["muon"], "peak_lr": muon_lr}], lr=muon_lr, weight_decay=weight_decay,
+                            adjust_lr_fn="match_rms_adamw")
+    return [adamw, muon]
 
 
-def train_step(model: GPT, step_model, optimizer, scaler, precision: Precision, micro_batches: list, grad_clip: float):
+def train_step(model: GPT, step_model, optimizers: list, scaler, precision: Precision, micro_batches: list,
+               grad_clip: float):
     """One optimizer step on micro_batches, a list of (x, y). step_model is model, or model wrapped in DDP, or either
-    compiled; they all share model's parameters.
+    compiled; they all share model's parameters. optimizers: what configure_optimizer returned.
 
     Gradients add up over the micro-batches (each loss divided by their number, so the sum is the mean), and DDP
     averages them over ranks: the step is the same as one on the whole batch at once. Returns the mean loss, still on
     the device: reading it (.item()) would make the host wait for the device.
     """
-    optimizer.zero_grad(set_to_none=True)
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=micro_batches[0][0].device)
     for i, (x, y) in enumerate(micro_batches):
         with skip_grad_sync(step_model, last=i == len(micro_batches) - 1):
@@ -73,9 +113,11 @@ def train_step(model: GPT, step_model, optimizer, scaler, precision: Precision, 
             scaler.scale(loss / len(micro_batches)).backward()
         total += loss.detach()
     if grad_clip > 0:
-        scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
+        for optimizer in optimizers:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
+    for optimizer in optimizers:
+        scaler.step(optimizer)
     scaler.update()
     return total / len(micro_batches)
 

@@ -3,6 +3,8 @@
     python train.py                      # medium on a GPU / Apple MPS; a 5-minute run on a CPU
     python train.py --preset small --max_iters 2000
     python train.py --data my.txt --tokenizer bpe --vocab_size 1024
+    python train.py --preset small --recipe modern      # RoPE, RMSNorm, SwiGLU, QK-norm, untied head, Muon
+    python train.py --position rope --optimizer muon    # or any one piece on top of GPT-2
     python train.py --resume             # continue out/last.pt where it stopped
     torchrun --standalone --nproc_per_node=4 train.py    # data parallel over 4 GPUs
 
@@ -16,6 +18,7 @@ import hashlib
 import importlib.util
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -39,7 +42,7 @@ from evaluation import EVAL_BATCH_SIZE, count_chars, eval_windows, evaluate, win
 from metrics import append_metrics, plot_metrics, start_metrics
 from model import GPT, PRESETS, GPTConfig
 from precision import Precision, make_precision
-from step import compile_for_training, configure_optimizer, get_batch, sample_starts, train_step
+from step import MUON_TORCH, compile_for_training, configure_optimizer, get_batch, sample_starts, train_step
 from tokenizer import check_bpe_vocab_size, tokenizer_from_checkpoint, tokenizer_to_dict
 
 
@@ -58,7 +61,10 @@ class TrainConfig:
     grad_accum_steps: int = field(default=1, metadata={"help": "split each step's batch into this many micro-steps, to fit memory; same result"})
     max_iters: int = field(default=5000, metadata={"help": "optimizer steps in the whole run"})
     time_budget: float = field(default=0.0, metadata={"help": "seconds of training; the run and its LR schedule end when they are spent (0: no limit)"})
+    recipe: str = field(default="gpt2", metadata={"help": "a bundle of architecture pieces and optimizer (RECIPES in train.py); flags given on their own override it", "choices": ["gpt2", "modern"]})
+    optimizer: str = field(default="adamw", metadata={"help": "adamw for everything, or muon for the weight matrices inside the blocks and AdamW for the rest", "choices": ["adamw", "muon"]})
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate, reached at the end of warmup"})
+    muon_lr: float | None = field(default=None, metadata={"help": "peak learning rate of the Muon group (--optimizer muon), in AdamW's units; scheduled like --learning_rate", "default_help": "--learning_rate"})
     min_lr: float = field(default=1e-4, metadata={"help": "learning rate at the end of the cosine decay"})
     warmup_iters: int = field(default=100, metadata={"help": "steps of linear warmup from near 0 to learning_rate"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay, applied to 2-D weights only"})
@@ -88,8 +94,19 @@ class RunControls:
 # What `python train.py` runs when the device is a CPU and no --preset was given: the medium preset would take about a
 # day there. Five minutes of the tiny preset instead, with the batch, context and learning rate that reached the
 # lowest full-val loss in 100-second runs on a 2-core machine (docs/tune_cpu.sh, docs/BENCHMARKS.md). Flags override.
-CPU_DEFAULTS = {"preset": "tiny", "batch_size": 32, "block_size": 64, "learning_rate": 4e-3, "warmup_iters": 50,
+CPU_DEFAULTS = {"preset": "tiny", "batch_size": 32, "block_size": 64, "learning_rate": 4e-3, "muon_lr": 8e-3, "warmup_iters": 50,
                 "time_budget": 300.0, "max_iters": 100_000, "eval_interval": 1000}
+
+
+# The workshop's GPT-2 and the 2026 pieces measured to help on this data (docs/ablate.sh, docs/BENCHMARKS.md): what
+# --recipe sets. A flag given on its own overrides the recipe's value, so `--recipe modern --optimizer adamw` is the
+# modern model trained with AdamW alone.
+RECIPES = {
+    "gpt2": {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False, "n_kv_head": None,
+             "tie_weights": True, "optimizer": "adamw"},
+    "modern": {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True, "n_kv_head": None,
+               "tie_weights": False, "optimizer": "muon"},
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -126,8 +143,15 @@ def validate(cfg: TrainConfig, model_cfg: GPTConfig, world_size: int = 1) -> Non
         raise CLIError(f"--min_lr ({cfg.min_lr}) must not exceed --learning_rate ({cfg.learning_rate})")
     if not 0 <= model_cfg.dropout < 1:
         raise CLIError(f"--dropout must be in [0, 1), got {model_cfg.dropout}")
-    if model_cfg.n_embd % model_cfg.n_head:
-        raise CLIError(f"--n_embd ({model_cfg.n_embd}) must be divisible by --n_head ({model_cfg.n_head})")
+    try:
+        model_cfg.check()
+    except ValueError as e:  # its message names the fields, which are the flags
+        raise CLIError(re.sub(r"\b(n_embd|n_head|n_kv_head|position)\b", r"--\1", str(e))) from None
+    if cfg.optimizer == "muon" and not hasattr(torch.optim, "Muon"):
+        raise CLIError(f"--optimizer muon needs torch {MUON_TORCH} or newer (this is torch {torch.__version__}); "
+                       "upgrade torch or use --optimizer adamw")
+    if cfg.muon_lr is not None and not cfg.muon_lr > 0:
+        raise CLIError(f"--muon_lr must be positive, got {cfg.muon_lr}")
     if cfg.tokenizer == "bpe":
         try:
             check_bpe_vocab_size(cfg.vocab_size)  # here too, so a bad size fails before the text is read
@@ -214,12 +238,15 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
     # The model, its optimizer and loss scaler, and the run's state: fresh, or as last.pt left them.
     torch.manual_seed(cfg.seed)  # the initial weights: the same on every rank
     model = GPT(model_cfg).to(device)
-    optimizer = configure_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), device)
+    optimizers = configure_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), device,
+                                     kind=cfg.optimizer, muon_lr=cfg.muon_lr)
     scaler = precision.new_scaler()  # float16 only: scales the loss up so small gradients survive
     state = RunState()
     if resume_from is not None:
         model.load_state_dict(resume_from["model"])
-        restore_optimizer(optimizer, resume_from["optimizer"])
+        restore_optimizer(optimizers[0], resume_from["optimizer"])
+        if cfg.optimizer == "muon":
+            restore_optimizer(optimizers[1], resume_from["muon"])
         if not restore_scaler(scaler, resume_from["scaler"]) and scaler.is_enabled():
             print("the checkpoint was trained without loss scaling; float16 here starts a fresh loss scaler")
         state = RunState(**{f.name: resume_from[f.name] for f in fields(RunState)})
@@ -257,8 +284,10 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
         ckpt = {"model": model.state_dict(), "model_config": asdict(model_cfg), "train_config": asdict(cfg),
                 "tokenizer": tokenizer_to_dict(data.tokenizer), **asdict(state)}
         if full:  # what --resume needs on top of the weights; every rank takes part (their random states are gathered)
-            ckpt.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+            ckpt.update(optimizer=optimizers[0].state_dict(), scaler=scaler.state_dict(),
                         rng=rng_states(device, batch_generator, ranks))
+            if cfg.optimizer == "muon":
+                ckpt["muon"] = optimizers[1].state_dict()
         return ckpt
 
     metrics_path = out_dir / "metrics.csv"
@@ -266,7 +295,11 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
         out_dir.mkdir(parents=True, exist_ok=True)
         start_metrics(metrics_path, keep_up_to=resumed_at)
     print(f"model: {model.num_params():,} parameters | {model_cfg.n_layer} layers, {model_cfg.n_head} heads, "
-          f"{model_cfg.n_embd} wide, context {T}, dropout {model_cfg.dropout}")
+          f"{model_cfg.n_embd} wide, context {T}, dropout {model_cfg.dropout} | recipe {cfg.recipe}: "
+          f"{model_cfg.pieces()}")
+    print("optimizer: " + " + ".join(
+        f"{type(o).__name__} ({sum(p.numel() for g in o.param_groups for p in g['params']):,} parameters, peak lr "
+        f"{o.param_groups[0]['peak_lr']:g})" for o in optimizers))
     print(f"data: {len(data.train):,} train / {len(data.val):,} val tokens ({data.tokenizer.kind}, vocab "
           f"{data.tokenizer.vocab_size:,}, {data.n_chars / (len(data.train) + len(data.val)):.2f} characters per token)"
           + (f" | evaluating on the first {n_val_targets:,} val tokens (--eval_tokens)" if len(data.val) > cfg.eval_tokens + 1 else ""))
@@ -347,12 +380,13 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
             # One optimizer step. One global batch of B windows; this rank takes its B / world_size, in A micro-batches.
             t0 = time.perf_counter()
             lr = get_lr(state.step, cfg, elapsed)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for optimizer in optimizers:  # every group follows the schedule, from its own peak
+                for group in optimizer.param_groups:
+                    group["lr"] = group["peak_lr"] * lr / cfg.learning_rate
             starts = sample_starts(len(data.train), T, B, batch_generator)
             mine = starts[ranks.rank * B_micro * A : (ranks.rank + 1) * B_micro * A]
             micro_batches = [get_batch(data.train, T, part, device) for part in np.split(mine, A)]
-            loss = train_step(model, step_model, optimizer, scaler, precision, micro_batches, cfg.grad_clip)
+            loss = train_step(model, step_model, optimizers, scaler, precision, micro_batches, cfg.grad_clip)
             state.step += 1
 
             # .item() waits for the device, so it happens only at log points; the time between includes that wait.
@@ -410,10 +444,11 @@ def resolve_configs(given: dict, device: torch.device, resume_from: dict | None)
         saved = {k: v for k, v in resume_from["train_config"].items() if k in train_names}
         saved_cfg = TrainConfig(**saved)
         clashes = [f"--{k} {v} (checkpoint has {getattr(model_cfg, k)})" for k, v in model_given.items() if getattr(model_cfg, k) != v]
-        clashes += [f"--{k} {given[k]} (checkpoint has {getattr(saved_cfg, k)})" for k in ("tokenizer", "vocab_size")
+        clashes += [f"--{k} {given[k]} (checkpoint has {getattr(saved_cfg, k)})"
+                    for k in ("tokenizer", "vocab_size", "recipe", "optimizer")
                     if k in given and given[k] != getattr(saved_cfg, k)]
         if clashes:
-            raise CLIError("--resume cannot change the model's shape or tokenizer: " + ", ".join(clashes))
+            raise CLIError("--resume cannot change the model's shape, tokenizer or optimizer: " + ", ".join(clashes))
         cfg = replace(saved_cfg, **{k: v for k, v in given.items() if k in train_names})
         return cfg, model_cfg
     if "vocab_size" in given and given.get("tokenizer", TrainConfig.tokenizer) != "bpe":
@@ -425,6 +460,7 @@ def resolve_configs(given: dict, device: torch.device, resume_from: dict | None)
         print(f"CPU and no --preset: using a quick run ({', '.join(f'{k}={v}' for k, v in CPU_DEFAULTS.items())}); "
               "pass --preset or any of these flags to choose yourself")
     preset = settings.pop("preset", None) or "medium"
+    settings = {**RECIPES[settings.get("recipe", TrainConfig.recipe)], **settings}  # flags given win over the recipe
     cfg = TrainConfig(**{k: v for k, v in settings.items() if k in train_names}, preset=preset)
     model_cfg = replace(PRESETS[preset], **{k: v for k, v in settings.items() if k not in train_names})
     return cfg, model_cfg

@@ -1,9 +1,11 @@
 """Shared fixtures: a small training text, the real corpus when present, and a tiny-config training helper."""
 
+import socket
 import sys
 from pathlib import Path
 
 import pytest
+import torch.distributed as dist
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the scripts live at the top level, not in a package
@@ -43,3 +45,20 @@ def run_train(data: Path, out_dir: Path, *extra: str) -> int:
 def read_metrics(out_dir: Path) -> list[dict]:
     """The rows of out_dir/metrics.csv as dicts of floats."""
     return metrics.read_metrics(out_dir / "metrics.csv")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def torchrun_of_one(monkeypatch):
+    """The environment torchrun gives a single rank: train.main then joins a real (gloo) process group of one."""
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(free_port())}.items():
+        monkeypatch.setenv(key, value)
+    yield
+    assert not dist.is_initialized()  # main() left the group

@@ -6,7 +6,6 @@ The same paths on a real GPU are tests/test_gpu.py's."""
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -131,7 +130,7 @@ def test_resume_keeps_the_optimizer_kernel_of_the_device_it_runs_on(saved_fused)
 def test_fused_adamw_wherever_torch_has_it():
     assert step.has_fused_adamw("cpu")  # torch >= 2.4 has a fused CPU kernel, and pyproject asks for that
     model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
-    optimizer = step.configure_optimizer(model, 1e-3, 0.1, (0.9, 0.99), torch.device("cpu"))
+    [optimizer] = step.configure_optimizer(model, 1e-3, 0.1, (0.9, 0.99), torch.device("cpu"))
     assert all(g["fused"] for g in optimizer.param_groups)
     assert not step.has_fused_adamw("meta")  # a device with no kernel: the multi-tensor default instead
 
@@ -192,22 +191,6 @@ def test_compile_warm_up_uses_the_training_shape_so_no_step_compiles_again(small
     assert run_train(small_text, tmp_path, "--compile", "on", "--batch_size", "64", *RUN) == 0
     assert seen["wrapped"] is GPT and seen["after_warm_up"] >= 1
     assert backend.graphs == seen["after_warm_up"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def torchrun_of_one(monkeypatch):
-    """The environment torchrun gives a single rank: train.main then joins a real (gloo) process group of one."""
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                       "MASTER_PORT": str(_free_port())}.items():
-        monkeypatch.setenv(key, value)
-    yield
-    assert not dist.is_initialized()  # main() left the group
 
 
 def test_ddp_is_wrapped_before_compiling_and_no_sync_compiles_nothing_new(small_text, tmp_path, monkeypatch,

@@ -174,7 +174,7 @@ def test_cuda_gets_fused_adamw():
     assert has_fused_adamw("cuda")
     device = torch.device("cuda")
     model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=32)).to(device)
-    optimizer = configure_optimizer(model, 1e-3, 0.1, (0.9, 0.99), device)
+    [optimizer] = configure_optimizer(model, 1e-3, 0.1, (0.9, 0.99), device)
     assert [group["fused"] for group in optimizer.param_groups] == [True, True]
     idx = torch.randint(50, (4, 16), device=device)
     before = [p.detach().clone() for p in model.parameters()]

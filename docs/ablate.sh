@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The 2026 pieces measured against GPT-2 on this machine: the CPU default's model and settings (train.py's
+# CPU_DEFAULTS), each piece added to GPT-2 alone, the modern recipe, and the modern recipe with each piece taken out.
+#
+#   bash docs/ablate.sh steps     # every variant for a fixed number of steps (STEPS): losses that ignore machine load
+#   bash docs/ablate.sh time      # every variant for a fixed time budget (BUDGET seconds): what a piece's cost buys
+#   bash docs/ablate.sh muon_lr   # the Muon learning rates tried, fixed steps
+#   bash docs/ablate.sh targets   # back to back: the GPT-2 CPU default (300 s), the modern recipe in 180 s (60% of
+#                                 # it) and in 300 s
+#
+# Each run is a plain train.py run in out/ablate/MODE/VARIANT/seedN; the table (final full-val loss per seed, mean
+# loss and bits/char, training tokens/s, parameters) is printed and written to out/ablate/MODE.md by
+# `python bench.py --compare out/ablate/MODE`. Settings: STEPS (default 1000), BUDGET (60), SEEDS ("1 2"), and
+# NAMES ("gpt2 +rope ...": only these variants; the table still shows every finished one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+mode=${1:-steps}
+steps=${STEPS:-1000}
+budget=${BUDGET:-60}
+seeds=${SEEDS:-"1 2"}
+root=out/ablate/$mode
+
+# GPT-2 plus one piece (tiny has 2 heads, so grouped-query attention there is 1 key/value head: multi-query).
+declare -A added=(
+  [gpt2]=""
+  [+rope]="--position rope"
+  [+rmsnorm]="--norm rmsnorm"
+  [+swiglu]="--mlp swiglu"
+  [+relu2]="--mlp relu2"
+  [+qk_norm]="--qk_norm"
+  [+gqa]="--n_kv_head 1"
+  [+untied]="--no-tie_weights"
+  [+muon]="--optimizer muon"
+)
+# The modern recipe, then without each of its pieces (the GPT-2 choice put back).
+declare -A removed=(
+  [modern]="--recipe modern"
+  [modern-rope]="--recipe modern --position learned"
+  [modern-rmsnorm]="--recipe modern --norm layernorm"
+  [modern-swiglu]="--recipe modern --mlp gelu"
+  [modern-qk_norm]="--recipe modern --no-qk_norm"
+  [modern-untied]="--recipe modern --tie_weights"
+  [modern-muon]="--recipe modern --optimizer adamw"
+)
+declare -A muon_lr=(
+  [muon-lr-2e-3]="--optimizer muon --muon_lr 2e-3"
+  [muon-lr-4e-3]="--optimizer muon --muon_lr 4e-3"
+  [muon-lr-8e-3]="--optimizer muon --muon_lr 8e-3"
+  [muon-lr-1.6e-2]="--optimizer muon --muon_lr 1.6e-2"
+)
+
+chosen() { [ -z "${NAMES:-}" ] || [[ " $NAMES " == *" $1 "* ]]; }
+
+run() {  # run VARIANT SEED "VARIANT FLAGS" [MORE FLAGS...]: one train.py run, its log beside its metrics
+  local name=$1 seed=$2 flags=$3 dir="$root/$1/seed$2"
+  shift 3
+  chosen "$name" || return 0
+  mkdir -p "$dir"
+  echo "$flags" > "$root/$name/flags.txt"
+  echo "== $name seed $seed: $flags $*"
+  # shellcheck disable=SC2086
+  "$PY" train.py --device cpu --out_dir "$dir" --overwrite --seed "$seed" --sample_chars 0 $flags "$@" > "$dir.log" 2>&1 \
+    || { echo "failed: see $dir.log"; tail -n 3 "$dir.log"; exit 1; }
+}
+
+case $mode in
+  steps|time)
+    if [ "$mode" = steps ]; then budget_flags=(--max_iters "$steps" --time_budget 0 --eval_interval "$steps")
+    else budget_flags=(--time_budget "$budget" --eval_interval 100000); fi
+    for seed in $seeds; do
+      for name in gpt2 +rope +rmsnorm +swiglu +relu2 +qk_norm +gqa +untied +muon; do
+        run "$name" "$seed" "${added[$name]}" "${budget_flags[@]}"
+      done
+      for name in modern modern-rope modern-rmsnorm modern-swiglu modern-qk_norm modern-untied modern-muon; do
+        run "$name" "$seed" "${removed[$name]}" "${budget_flags[@]}"
+      done
+    done ;;
+  muon_lr)
+    for seed in $seeds; do
+      run gpt2 "$seed" "" --max_iters "$steps" --time_budget 0 --eval_interval "$steps"
+      for name in "${!muon_lr[@]}"; do
+        run "$name" "$seed" "${muon_lr[$name]}" --max_iters "$steps" --time_budget 0 --eval_interval "$steps"
+      done
+    done ;;
+  targets)
+    # The CPU defaults as `python train.py` has them, 300 s, then the modern recipe; eval every 250 steps for the
+    # time-to-target (the evaluations count against each run's clock alike).
+    for seed in $seeds; do
+      run gpt2-300s "$seed" "--recipe gpt2 --time_budget 300" --eval_interval 250
+      run modern-180s "$seed" "--recipe modern --time_budget 180" --eval_interval 250
+      run modern-300s "$seed" "--recipe modern --time_budget 300" --eval_interval 250
+    done ;;
+  *) echo "usage: bash docs/ablate.sh steps|time|muon_lr|targets" >&2; exit 2 ;;
+esac
+"$PY" bench.py --compare "$root" --out "out/ablate/$mode.md"
