@@ -93,8 +93,9 @@ class RunControls:
 
 # What `python train.py` runs when the device is a CPU and no --preset was given: the medium preset would take about a
 # day there. Five minutes of the tiny preset instead, with the batch, context and learning rate that reached the
-# lowest full-val loss in 100-second runs on a 2-core machine (docs/tune_cpu.sh, docs/BENCHMARKS.md). Flags override.
-CPU_DEFAULTS = {"preset": "tiny", "batch_size": 32, "block_size": 64, "learning_rate": 4e-3, "muon_lr": 8e-3, "warmup_iters": 50,
+# lowest full-val loss in 100-second runs on a 2-core machine (docs/tune_cpu.sh), and the modern recipe with Muon at
+# twice AdamW's rate, which beat GPT-2 there (docs/ablate.sh; both in docs/BENCHMARKS.md). Flags override.
+CPU_DEFAULTS = {"preset": "tiny", "recipe": "modern", "batch_size": 32, "block_size": 64, "learning_rate": 4e-3, "muon_lr": 8e-3, "warmup_iters": 50,
                 "time_budget": 300.0, "max_iters": 100_000, "eval_interval": 1000}
 
 
@@ -104,8 +105,8 @@ CPU_DEFAULTS = {"preset": "tiny", "batch_size": 32, "block_size": 64, "learning_
 RECIPES = {
     "gpt2": {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False, "n_kv_head": None,
              "tie_weights": True, "optimizer": "adamw"},
-    "modern": {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True, "n_kv_head": None,
-               "tie_weights": False, "optimizer": "muon"},
+    "modern": {"position": "rope", "norm": "layernorm", "mlp": "relu2", "qk_norm": False, "n_kv_head": None,
+               "tie_weights": True, "optimizer": "muon"},
 }
 
 
@@ -456,8 +457,13 @@ def resolve_configs(given: dict, device: torch.device, resume_from: dict | None)
                        "(a char vocabulary is simply every character in the text)")
     settings = dict(given)
     if device.type == "cpu" and "preset" not in given:
-        settings = {**CPU_DEFAULTS, **given}
-        print(f"CPU and no --preset: using a quick run ({', '.join(f'{k}={v}' for k, v in CPU_DEFAULTS.items())}); "
+        defaults = dict(CPU_DEFAULTS)
+        if not hasattr(torch.optim, "Muon") and "recipe" not in given and "optimizer" not in given:
+            defaults["recipe"] = "gpt2"  # the modern recipe trains with Muon, which this torch lacks
+            print(f"torch {torch.__version__} has no Muon optimizer (torch {MUON_TORCH} has): the CPU default uses "
+                  "--recipe gpt2 instead")
+        settings = {**defaults, **given}
+        print(f"CPU and no --preset: using a quick run ({', '.join(f'{k}={v}' for k, v in defaults.items())}); "
               "pass --preset or any of these flags to choose yourself")
     preset = settings.pop("preset", None) or "medium"
     settings = {**RECIPES[settings.get("recipe", TrainConfig.recipe)], **settings}  # flags given win over the recipe

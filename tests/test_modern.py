@@ -25,7 +25,8 @@ from step import configure_optimizer, train_step
 OPTIONS = {"position": ["learned", "rope"], "norm": ["layernorm", "rmsnorm"], "mlp": ["gelu", "swiglu", "relu2"],
            "qk_norm": [False, True], "n_kv_head": [None, 1, 2], "tie_weights": [True, False]}
 NEW_FIELDS = list(OPTIONS)  # the GPTConfig fields a checkpoint from before them lacks
-MODERN = dict(position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True, tie_weights=False)
+ALL_PIECES = dict(position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True, tie_weights=False)  # every option on
+MODERN = {k: v for k, v in train.RECIPES["modern"].items() if k not in ("optimizer", "n_kv_head")}  # the recipe's model
 
 
 def every_combination():
@@ -139,7 +140,7 @@ def _widen_kv(tensor: torch.Tensor, C: int, nkv: int, hs: int, groups: int, tile
 
 
 def test_each_kv_head_serves_its_group_of_query_heads_in_order():
-    gqa_config = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, **MODERN)
+    gqa_config = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, **ALL_PIECES)
     gqa = scrambled(GPT(gqa_config), seed=2)
     idx = torch.randint(11, (2, 16))
 
@@ -159,7 +160,7 @@ def test_each_kv_head_serves_its_group_of_query_heads_in_order():
 
 @pytest.mark.parametrize("n_kv_head", [1, 2])
 def test_the_kv_cache_holds_only_the_kv_heads(n_kv_head):
-    config = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=4, n_embd=32, n_kv_head=n_kv_head, **MODERN)
+    config = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=4, n_embd=32, n_kv_head=n_kv_head, **ALL_PIECES)
     gqa, mha = GPT(config).eval(), GPT(replace(config, n_kv_head=None)).eval()
     idx = torch.randint(11, (3, 16))
     sizes = {}
@@ -195,7 +196,7 @@ def test_cached_logits_equal_uncached_for_every_combination_of_options():
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_cached_generation_of_a_rope_gqa_model_past_block_size_matches_the_sliding_window(temperature):
-    config = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=4, n_kv_head=1, n_embd=32, **MODERN)
+    config = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=4, n_kv_head=1, n_embd=32, **ALL_PIECES)
     model = scrambled(GPT(config), seed=3)
     start = torch.randint(11, (2, 5))
     runs = [model.generate(start, 3 * config.block_size, temperature=temperature, use_cache=use_cache,
@@ -242,7 +243,7 @@ def test_swiglu_hidden_is_the_multiple_of_8_nearest_8c_over_3_and_keeps_the_mlp_
 
 def test_pieces_names_the_architecture():
     assert GPTConfig().pieces() == "learned, layernorm, gelu, tied head"
-    modern = GPTConfig(n_head=4, n_kv_head=1, **MODERN)
+    modern = GPTConfig(n_head=4, n_kv_head=1, **ALL_PIECES)
     assert modern.pieces() == "rope, rmsnorm, swiglu, qk-norm, 1 kv head, untied head"
     assert "2 kv heads" in GPTConfig(n_head=4, n_kv_head=2).pieces()
 
@@ -252,7 +253,7 @@ def test_pieces_names_the_architecture():
 
 
 def _optimizer_model(tie_weights: bool, modern: bool) -> GPT:
-    pieces = {**MODERN, "tie_weights": tie_weights} if modern else {"qk_norm": True, "tie_weights": tie_weights}
+    pieces = {**ALL_PIECES, "tie_weights": tie_weights} if modern else {"qk_norm": True, "tie_weights": tie_weights}
     return GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=4, n_kv_head=2, n_embd=16, **pieces))
 
 
@@ -313,7 +314,7 @@ def test_configure_optimizer_refuses_an_unknown_kind_and_a_torch_without_muon(mo
 @pytest.mark.parametrize("kind", ["adamw", "muon"])
 def test_a_tiny_modern_model_overfits_one_batch(kind):
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=4, n_kv_head=1, n_embd=32, bias=False, **MODERN)
+    config = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=4, n_kv_head=1, n_embd=32, bias=False, **ALL_PIECES)
     model = GPT(config)
     x, y = torch.randint(65, (4, 32)), torch.randint(65, (4, 32))
     optimizers = configure_optimizer(model, 3e-3, 0.0, (0.9, 0.99), torch.device("cpu"), kind=kind)
@@ -360,7 +361,8 @@ def test_modern_recipe_saves_the_modern_model_and_both_optimizers(modern_run):
     last = torch.load(out_dir / "last.pt", weights_only=True, map_location="cpu")
     assert {k: last["model_config"][k] for k in MODERN} == MODERN and last["model_config"]["n_kv_head"] is None
     assert (last["train_config"]["recipe"], last["train_config"]["optimizer"]) == ("modern", "muon")
-    assert not last["model"]["lm_head.weight"].equal(last["model"]["transformer.wte.weight"])  # a head of its own
+    tied = last["model"]["lm_head.weight"].equal(last["model"]["transformer.wte.weight"])
+    assert tied == MODERN["tie_weights"]
     assert "transformer.wpe.weight" not in last["model"]  # RoPE has no position table
     adamw_lr = last["optimizer"]["param_groups"][0]["lr"]
     muon_lr = last["muon"]["param_groups"][0]["lr"]
@@ -377,7 +379,7 @@ def test_generate_and_evaluate_run_on_a_modern_checkpoint(modern_run, capsys):
                           "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("To be") and len(captured.out) == len("To be") + 30 + 1
-    assert "rope, rmsnorm, swiglu, qk-norm, untied head" in captured.err
+    assert GPTConfig(**MODERN).pieces() in captured.err and "rope" in captured.err
     assert evaluate.main(["--checkpoint", str(out_dir / "last.pt"), "--device", "cpu"]) == 0
     printed = float(re.search(r"full val loss (\S+)", capsys.readouterr().out).group(1))
     assert printed == pytest.approx(read_metrics(out_dir)[-1]["val_loss"], abs=1e-4)  # the loss the run logged
@@ -430,9 +432,9 @@ def test_a_flag_given_alone_wins_over_the_recipe(small_text, tmp_path):
     def resolved(**given):
         return train.resolve_configs({"preset": "tiny", **given}, torch.device("cpu"), None)
 
-    cfg, model_cfg = resolved(recipe="modern", position="learned", tie_weights=True)
-    pieces = (model_cfg.position, model_cfg.tie_weights, model_cfg.norm, model_cfg.mlp)
-    assert pieces == ("learned", True, "rmsnorm", "swiglu")
+    cfg, model_cfg = resolved(recipe="modern", position="learned", mlp="swiglu")
+    pieces = (model_cfg.position, model_cfg.mlp, model_cfg.norm, model_cfg.tie_weights)
+    assert pieces == ("learned", "swiglu", MODERN["norm"], MODERN["tie_weights"])
     assert cfg.optimizer == "muon" and model_cfg.n_layer == train.PRESETS["tiny"].n_layer  # the preset keeps the sizes
     assert resolved(recipe="gpt2") == resolved()
     assert resolved(recipe="gpt2")[1] == train.PRESETS["tiny"]  # gpt2 is the GPTConfig defaults
@@ -543,3 +545,13 @@ def test_muon_on_a_torch_without_it_is_refused_in_one_line(small_text, tmp_path,
     line = one_line_error(capsys)
     assert "2.9" in line and "--optimizer adamw" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_the_cpu_default_falls_back_to_gpt2_on_a_torch_without_muon(monkeypatch, capsys):
+    """The CPU default is the modern recipe; where torch has no Muon it trains GPT-2 and says so, instead of failing."""
+    cfg, model_cfg = train.resolve_configs({}, torch.device("cpu"), None)
+    assert (cfg.recipe, cfg.optimizer, model_cfg.position) == ("modern", "muon", "rope")
+    monkeypatch.delattr(torch.optim, "Muon")
+    cfg, model_cfg = train.resolve_configs({}, torch.device("cpu"), None)
+    assert (cfg.recipe, cfg.optimizer, model_cfg.position) == ("gpt2", "adamw", "learned")
+    assert "no Muon optimizer" in capsys.readouterr().out
