@@ -87,7 +87,9 @@ def _wait_for_eval(out_dir, proc, step, timeout=240):
         assert proc.poll() is None, "training finished before it could be stopped; make the run longer"
         if (out_dir / "metrics.csv").exists():
             rows = (out_dir / "metrics.csv").read_text(encoding="utf-8").splitlines()[1:]
-            if rows and int(rows[-1].split(",")[0]) >= step:
+            last = out_dir / "last.pt"  # written just after the metrics row: wait for it too
+            if (rows and int(rows[-1].split(",")[0]) >= step and last.exists()
+                    and last.stat().st_mtime_ns >= (out_dir / "metrics.csv").stat().st_mtime_ns):
                 return
         time.sleep(0.02)
     raise AssertionError("no evaluation in time")
