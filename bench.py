@@ -202,11 +202,11 @@ def compare_runs(folder: Path) -> list[str]:
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for variant in variants:
         runs = sorted(variant.glob("seed*/metrics.csv"))
+        # The last evaluation's row: its loss, and tokens/s over the steps since the evaluation before (with
+        # docs/ablate.sh's one evaluation at the start and one at the end, that is the whole run's training speed).
         finals = [read_metrics(m)[-1] for m in runs]
-        # Training tokens per second over the whole run: steps x tokens per step over the time spent in steps.
         config = torch.load(runs[0].parent / "last.pt", map_location="cpu", weights_only=True)
         n_params = GPT(GPTConfig(**config["model_config"])).num_params()
-        tokens_per_step = config["train_config"]["batch_size"] * config["model_config"]["block_size"]
         losses = [r["val_loss"] for r in finals]
         flags = (variant / "flags.txt").read_text(encoding="utf-8").strip() if (variant / "flags.txt").exists() else ""
         lines.append(f"| {variant.name} | `{flags}` | {n_params:,} | {' / '.join(f'{v:.4f}' for v in losses)} | "

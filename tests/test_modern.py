@@ -546,12 +546,3 @@ def test_muon_on_a_torch_without_it_is_refused_in_one_line(small_text, tmp_path,
     assert "2.9" in line and "--optimizer adamw" in line
     assert not (tmp_path / "out").exists()
 
-
-def test_the_cpu_default_falls_back_to_gpt2_on_a_torch_without_muon(monkeypatch, capsys):
-    """The CPU default is the modern recipe; where torch has no Muon it trains GPT-2 and says so, instead of failing."""
-    cfg, model_cfg = train.resolve_configs({}, torch.device("cpu"), None)
-    assert (cfg.recipe, cfg.optimizer, model_cfg.position) == ("modern", "muon", "rope")
-    monkeypatch.delattr(torch.optim, "Muon")
-    cfg, model_cfg = train.resolve_configs({}, torch.device("cpu"), None)
-    assert (cfg.recipe, cfg.optimizer, model_cfg.position) == ("gpt2", "adamw", "learned")
-    assert "no Muon optimizer" in capsys.readouterr().out
