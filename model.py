@@ -101,6 +101,36 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return rotated.to(x.dtype)
 
 
+class KVCache:
+    """Keys and values of the positions seen so far, for every block: what generation reuses instead of recomputing.
+
+    Allocated once for `length` positions, then filled in place: no tensor grows while generating. Only the
+    n_kv_head key/value heads are kept (grouped-query attention shrinks it by n_head / n_kv_head).
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, length: int, device=None, dtype=torch.float32):
+        shape = (config.n_layer, batch_size, config.kv_heads, length, config.n_embd // config.n_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)  # (n_layer, B, nkv, length, hs)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # positions filled so far; GPT.forward advances it once every block has added its keys
+
+    @property
+    def capacity(self) -> int:
+        """The most positions the cache can hold."""
+        return self.k.size(3)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this layer's new keys and values (B, nkv, T, hs) after the earlier ones; return all of them so far."""
+        end = self.length + k.size(2)
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, nkv, end, hs) views, no copy
+
+    def reset(self) -> None:
+        """Forget every position (the memory stays allocated)."""
+        self.length = 0
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where position t only looks at positions <= t.
 
@@ -108,9 +138,10 @@ class CausalSelfAttention(nn.Module):
     keys and values to compute and, above all, to keep in the KV cache while generating.
     """
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer: int = 0):
         super().__init__()
         config.check()
+        self.layer = layer  # which block this is: where its keys and values go in a KVCache
         self.n_head, self.n_kv_head = config.n_head, config.kv_heads
         self.head_size = config.n_embd // config.n_head
         self.dropout = config.dropout
@@ -125,9 +156,8 @@ class CausalSelfAttention(nn.Module):
         self.q_norm = nn.RMSNorm(self.head_size, eps=1e-5) if config.qk_norm else None
         self.k_norm = nn.RMSNorm(self.head_size, eps=1e-5) if config.qk_norm else None
 
-    def forward(self, x: torch.Tensor, cache: dict | None = None, rotary: tuple | None = None) -> torch.Tensor:
-        """Attend over x (B, T, C). With a cache, x holds only new positions and past keys/values are reused.
-        rotary: the (cos, sin) tables of x's positions, for RoPE."""
+    def heads(self, x: torch.Tensor, rotary: tuple | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (B, nh, T, hs), keys and values (B, nkv, T, hs) of x (B, T, C), normalised and rotated as configured."""
         B, T, C = x.shape
         hs, nh, nkv = self.head_size, self.n_head, self.n_kv_head
         q, k, v = self.c_attn(x).split([C, self.kv_width, self.kv_width], dim=2)  # (B, T, C), (B, T, nkv*hs) x 2
@@ -139,25 +169,44 @@ class CausalSelfAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        return q, k, v
+
+    def share_kv_heads(self, t: torch.Tensor) -> torch.Tensor:
+        """Repeat each key/value head (B, nkv, T, hs) for the nh / nkv query heads it serves, in a row: (B, nh, T, hs)."""
+        return t if self.n_kv_head == self.n_head else t.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, rotary: tuple | None = None) -> torch.Tensor:
+        """Attend over x (B, T, C). With a cache, x holds only the positions after those already cached, whose keys and
+        values are reused. rotary: the (cos, sin) tables of x's positions, for RoPE."""
+        B, T, C = x.shape
+        q, k, v = self.heads(x, rotary)
         if cache is not None:
-            # KV cache for generation: keys and values of earlier positions never change, so keep them. With RoPE
-            # they are kept already rotated by their own positions. Only the nkv key/value heads are kept.
-            if "k" in cache:
-                k = torch.cat((cache["k"], k), dim=2)  # (B, nkv, T_past + T, hs)
-                v = torch.cat((cache["v"], v), dim=2)
-            cache["k"], cache["v"] = k, v
-        # The causal mask is only right when queries and keys are the same positions; with a cache we add one
-        # position at a time, and that newest query may look at every key.
+            # Keys and values of earlier positions never change, so they are kept, not recomputed. With RoPE they are
+            # kept already rotated by their own positions. The cache may hold another dtype than the weights (float32
+            # for bfloat16 weights: see new_cache), and then attention runs in the cache's dtype.
+            k, v = cache.update(self.layer, k, v)  # (B, nkv, T_past + T, hs)
+            q = q.to(k.dtype)
+        # The causal mask below is only right when queries and keys are the same positions; with a cache we add
+        # one position at a time after the first pass, and that newest query may look at every key.
         assert T == 1 or T == k.size(2), "with a cache, fill it all at once, then add one position at a time"
-        if nkv != nh:  # each key/value head serves nh / nkv query heads in a row
-            k = k.repeat_interleave(nh // nkv, dim=1)  # (B, nh, T_k, hs)
-            v = v.repeat_interleave(nh // nkv, dim=1)
         # softmax(q k^T / sqrt(hs)) v with the future masked out; PyTorch picks the fastest kernel for the device.
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1
+            q, self.share_kv_heads(k), self.share_kv_heads(v), dropout_p=self.dropout if self.training else 0.0,
+            is_causal=T > 1,
         )  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T, C).to(x.dtype)  # heads side by side again: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+    def attention_weights(self, x: torch.Tensor, rotary: tuple | None = None) -> torch.Tensor:
+        """The weights forward() averages values with, written out: (B, nh, T, T), row t sums to 1 over keys 0..t.
+
+        forward() never builds this matrix (the fused kernel does not need it); this is for looking at it.
+        """
+        T = x.size(1)
+        q, k, _ = self.heads(x, rotary)
+        scores = q.float() @ self.share_kv_heads(k).float().transpose(-2, -1) / math.sqrt(self.head_size)  # (B, nh, T, T)
+        future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(diagonal=1)  # key after query
+        return F.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
 
 
 class MLP(nn.Module):
@@ -191,14 +240,14 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """One transformer block: attention then MLP, each on a normalised copy added back to the residual stream."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer: int = 0):
         super().__init__()
         self.ln_1 = make_norm(config, config.n_embd)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = make_norm(config, config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: dict | None = None, rotary: tuple | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, rotary: tuple | None = None) -> torch.Tensor:
         # Pre-norm: the residual stream x itself is never normalised, which keeps deep stacks easy to train.
         x = x + self.attn(self.ln_1(x), cache, rotary)
         x = x + self.mlp(self.ln_2(x))
@@ -220,7 +269,7 @@ class GPT(nn.Module):
             modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)  # learned position embedding
         modules.update(
             drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
             ln_f=make_norm(config, config.n_embd),
         )
         self.transformer = nn.ModuleDict(modules)
@@ -254,15 +303,16 @@ class GPT(nn.Module):
         itemsize = torch.empty((), dtype=dtype).element_size()
         return 2 * c.n_layer * batch_size * c.kv_heads * length * (c.n_embd // c.n_head) * itemsize
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: list[dict] | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
         """Map token ids (B, T) to next-token logits (B, T, V), and the mean cross-entropy if targets are given.
 
         cache (from new_cache()) makes idx the continuation of what the cache already holds: used by generation.
         """
         B, T = idx.shape
-        past = cache[0]["k"].size(2) if cache and "k" in cache[0] else 0  # positions already in the cache
-        if past + T > self.config.block_size:
-            raise ValueError(f"sequence of length {past + T} is longer than the model's block_size {self.config.block_size}")
+        past = cache.length if cache is not None else 0  # positions already in the cache
+        if past + T > self.config.block_size or (cache is not None and past + T > cache.capacity):
+            raise ValueError(f"sequence of length {past + T} is longer than the model's block_size {self.config.block_size}"
+                             + (f" or the cache's {cache.capacity} positions" if cache is not None else ""))
         pos = torch.arange(past, past + T, device=idx.device)  # (T,)
         x = self.transformer.wte(idx)  # (B, T, C)
         rotary = None
@@ -271,23 +321,46 @@ class GPT(nn.Module):
         else:
             x = x + self.transformer.wpe(pos)  # (B, T, C) + (T, C) broadcasts to (B, T, C)
         x = self.transformer.drop(x)
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, cache[i] if cache is not None else None, rotary)
+        for block in self.transformer.h:
+            x = block(x, cache, rotary)
+        if cache is not None:
+            cache.length += T  # every block has stored its keys and values for these positions
         x = self.transformer.ln_f(x)
-        # The head runs in float32 even under autocast: the softmax over the vocabulary is where bfloat16's 8 bits of
-        # mantissa would blur the loss, and it is one small matmul. So logits are float32 on every device.
+        # The head runs in float32 even under autocast or with bfloat16 weights: the softmax over the vocabulary is
+        # where bfloat16's 8 bits of mantissa would blur the loss, and it is one small matmul. So logits are float32.
         with torch.autocast(x.device.type, enabled=False):
-            logits = self.lm_head(x.float())  # (B, T, V)
+            logits = F.linear(x.float(), self.lm_head.weight.float())  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T))
         return logits, loss
 
-    def new_cache(self) -> list[dict]:
-        """An empty KV cache: one dict per block, filled by forward(..., cache=...)."""
-        return [{} for _ in range(self.config.n_layer)]
+    def new_cache(self, batch_size: int = 1, length: int | None = None, dtype: torch.dtype = torch.float32) -> KVCache:
+        """An empty KV cache for batch_size sequences of up to `length` positions (default block_size), on the model's
+        device; forward(..., cache=...) fills it.
+
+        float32 even for bfloat16 weights: one query against up to 256 cached positions ran about 5x faster in float32
+        than in bfloat16 on a 2-core CPU (docs/BENCHMARKS.md), and the cache is small next to the weights.
+        """
+        return KVCache(self.config, batch_size, length or self.config.block_size, self.transformer.wte.weight.device, dtype)
 
     @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
+        """Every layer's attention weights over idx (B, T): (n_layer, B, nh, T, T). Call model.eval() first."""
+        maps = []
+
+        def record(attn: CausalSelfAttention, args: tuple) -> None:  # args: what Block passes, (x, cache, rotary)
+            maps.append(attn.attention_weights(args[0], args[2]))
+
+        hooks = [block.attn.register_forward_pre_hook(record) for block in self.transformer.h]
+        try:
+            self(idx)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return torch.stack(maps)
+
+    @torch.inference_mode()
     def generate_tokens(
         self,
         idx: torch.Tensor,
@@ -297,34 +370,80 @@ class GPT(nn.Module):
         generator: torch.Generator | None = None,
         block_size: int | None = None,
         use_cache: bool = True,
+        window: str = "shift",
     ) -> Iterator[torch.Tensor]:
         """Yield max_new_tokens sampled ids, each (B, 1), continuing the context idx (B, T). Call model.eval() first.
 
-        block_size, if given, shortens the context the model sees (it cannot exceed config.block_size).
-        With use_cache, the prompt is run once and then one new position per step; without, every step recomputes
-        the whole context. Both give the same logits.
+        The model has learned only block_size positions (block_size, if given, shortens that), so once the text is
+        longer it sees a window of the latest tokens. window says how that window moves:
+          slide: every step, exactly the last block_size tokens. Every position moves along by one, so every key
+                 changes: each step recomputes the whole window (with use_cache, too; the cache cannot help).
+          shift: when the window is full, keep its last half and go on from there: one pass over that half refills
+                 the cache, then one new position per step again until the window is full once more.
+        With use_cache, keys and values of past positions are kept and each step computes only the newest position;
+        without, every step recomputes the whole window. Both give the same tokens.
         """
+        if window not in WINDOWS:
+            raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
         context = min(block_size or self.config.block_size, self.config.block_size)
-        cache = None
-        for _ in range(max_new_tokens):
-            if not use_cache or cache is None or idx.size(1) > context:
-                # The model has only learned `context` positions, so it sees the most recent `context` tokens. Once
-                # the text is longer than that, the window slides and every position shifts: recompute it all.
-                cache = self.new_cache() if use_cache else None
-                logits, _ = self(idx[:, -context:], cache=cache)
-            else:
-                logits, _ = self(idx[:, -1:], cache=cache)  # only the newest token; the rest is in the cache
-            idx_next = sample_next_token(logits[:, -1, :], temperature, top_k, generator)  # (B, 1)
-            idx = torch.cat((idx, idx_next), dim=1)
+        text = idx[:, -context:]  # (B, <= context): the running text the model sees, never longer than its window
+        cache = self.new_cache(idx.size(0), context) if use_cache else None
+        logits = self(text, cache=cache)[0][:, -1]  # (B, V): the prompt in one pass
+        for i in range(max_new_tokens):
+            idx_next = sample_next_token(logits, temperature, top_k, generator)  # (B, 1)
             yield idx_next
+            if i == max_new_tokens - 1:
+                break  # nothing more to predict
+            text = torch.cat((text, idx_next), dim=1)
+            if text.size(1) > context:  # the window is full: move it
+                text = text[:, -context:] if window == "slide" else text[:, -max(1, context // 2):]
+                if cache is not None:
+                    cache.reset()
+            if cache is None or cache.length == 0:
+                logits = self(text, cache=cache)[0][:, -1]  # the whole window in one pass
+            else:
+                logits = self(idx_next, cache=cache)[0][:, -1]  # only the newest token; the rest is in the cache
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **sampling) -> torch.Tensor:
         """Return idx (B, T) extended by max_new_tokens sampled ids: (B, T + max_new_tokens).
 
-        sampling: the keyword arguments of generate_tokens (temperature, top_k, generator, block_size, use_cache).
+        sampling: the keyword arguments of generate_tokens (temperature, top_k, generator, block_size, use_cache,
+        window). The tokens come from inference mode; the cat here, outside it, makes an ordinary tensor of them.
         """
         return torch.cat([idx, *self.generate_tokens(idx, max_new_tokens, **sampling)], dim=1)
+
+
+# How generation moves its window once the text is longer than the context (see GPT.generate_tokens).
+WINDOWS = ("shift", "slide")
+
+
+def next_token_candidates(logits: torch.Tensor, temperature: float, top_k: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens sampling may pick after logits (B, V), and their probabilities: (probs, ids), each (B, k).
+
+    Temperature divides the logits before the softmax (below 1 sharpens, above 1 flattens); top_k keeps the k most
+    likely tokens (k clamped to V; exactly k, ties broken by torch.topk), sorted from the most likely. Only those k
+    enter the softmax. Temperature 0 is greedy: the single most likely token, probability 1.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    logits = logits.float()
+    if temperature == 0:
+        top_k = 1
+    if top_k is not None and top_k < logits.size(-1):
+        logits, ids = torch.topk(logits, top_k, dim=-1)  # (B, k), most likely first
+    else:
+        ids = torch.arange(logits.size(-1), device=logits.device).expand_as(logits)  # (B, V): every token
+    probs = F.softmax(logits / (temperature or 1.0), dim=-1)  # (B, k)
+    return probs, ids
+
+
+def next_token_probs(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
+    """The distribution sampling draws from, over the whole vocabulary: (B, V), zero outside the candidates."""
+    probs, ids = next_token_candidates(logits, temperature, top_k)
+    return torch.zeros_like(logits, dtype=torch.float32).scatter_(-1, ids, probs)
 
 
 def sample_next_token(
@@ -336,20 +455,14 @@ def sample_next_token(
     """Pick one next token per row of logits (B, V); returns ids (B, 1) on the logits' device.
 
     temperature 0 means greedy (argmax). top_k keeps only the k most likely tokens (k is clamped to V).
-    The draw happens on CPU probabilities with a CPU generator: V is small, the result is the same on every device,
-    and it sidesteps torch.multinomial bugs on some backends (MPS has returned impossible ids).
+    The draw is one uniform number per row from a CPU generator, looked up in the cumulative probabilities of the
+    candidates (on the CPU: k is small, the result is the same on every device, and it sidesteps torch.multinomial
+    bugs on some backends: MPS has returned impossible ids).
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    probs, ids = next_token_candidates(logits, temperature, top_k)
     if temperature == 0:
-        return torch.argmax(logits, dim=-1, keepdim=True)
-    logits = logits.float() / temperature
-    if top_k is not None:
-        k = min(top_k, logits.size(-1))
-        kth_best = torch.topk(logits, k, dim=-1).values[:, [-1]]  # (B, 1)
-        logits = logits.masked_fill(logits < kth_best, float("-inf"))
-    probs = F.softmax(logits, dim=-1).cpu()  # (B, V)
-    idx_next = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-    return idx_next.to(logits.device)
+        return ids[:, :1]
+    cumulative = probs.cpu().cumsum(dim=-1)  # (B, k), ends at 1 (up to rounding)
+    u = torch.rand((probs.size(0), 1), generator=generator)  # (B, 1) in [0, 1)
+    choice = (cumulative <= u).sum(dim=-1, keepdim=True).clamp_(max=probs.size(-1) - 1)  # (B, 1): first entry above u
+    return ids.gather(-1, choice.to(ids.device))

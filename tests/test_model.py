@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, PRESETS, CausalSelfAttention, GPTConfig, sample_next_token
+from model import GPT, PRESETS, CausalSelfAttention, GPTConfig, next_token_probs, sample_next_token
 
 SMALL = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
 
@@ -129,6 +129,35 @@ def test_top_k_keeps_only_the_k_best_and_clamps_to_vocab():
     assert draws == {0, 1, 2, 3, 4}
 
 
+@pytest.mark.parametrize("temperature, top_k", [(1.0, None), (0.5, 3), (1.2, 1), (0.0, None), (0.8, 1000)])
+def test_the_sampling_distribution_sums_to_one_with_exactly_k_candidates(temperature, top_k):
+    logits = torch.randn(3, 65, generator=torch.Generator().manual_seed(0)) * 3
+    probs = next_token_probs(logits, temperature, top_k)  # (3, 65)
+    assert torch.allclose(probs.sum(-1), torch.ones(3))
+    k = 1 if temperature == 0 else min(top_k or 65, 65)
+    assert ((probs > 0).sum(-1) == k).all()
+    # The candidates are the k largest logits, and within them temperature reshapes a softmax.
+    top = logits.topk(k, dim=-1).indices
+    assert torch.equal(probs.gather(-1, top) > 0, torch.ones(3, k, dtype=torch.bool))
+    if temperature:
+        expected = torch.softmax(logits.gather(-1, top) / temperature, dim=-1)
+        assert torch.allclose(probs.gather(-1, top), expected, atol=1e-6)
+
+
+def test_lower_temperature_sharpens_the_distribution():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    top = [next_token_probs(logits, t, None)[0, 0].item() for t in (0.5, 0.8, 1.0, 1.2)]
+    assert top == sorted(top, reverse=True) and top[0] > 0.85
+
+
+def test_sampled_tokens_follow_the_distribution():
+    logits = torch.tensor([[1.0, 0.0, 2.0, -1.0, 0.5]]).expand(4000, 5)  # 4000 rows drawn at once
+    draws = sample_next_token(logits, 1.0, 3, torch.Generator().manual_seed(0))[:, 0]
+    frequencies = torch.bincount(draws, minlength=5).float() / 4000
+    assert torch.allclose(frequencies, next_token_probs(logits[:1], 1.0, 3)[0], atol=0.03)
+    assert frequencies[1] == frequencies[3] == 0  # outside the top 3
+
+
 @pytest.mark.parametrize("temperature, top_k", [(-0.1, None), (1.0, 0)])
 def test_sampling_rejects_bad_settings(temperature, top_k):
     with pytest.raises(ValueError):
@@ -148,11 +177,11 @@ def test_seeded_generation_repeats_and_top_k_one_is_greedy():
     assert torch.equal(sample(7, temperature=1.0, top_k=1), sample(8, temperature=0.0))
 
 
-def test_generation_past_block_size_uses_the_last_block_size_tokens():
+def test_slide_past_block_size_uses_the_last_block_size_tokens():
     torch.manual_seed(0)
     model = GPT(SMALL).eval()
     start = torch.randint(65, (2, 30))
-    out = model.generate(start, 10, temperature=0.0)
+    out = model.generate(start, 10, temperature=0.0, window="slide")
     assert out.shape == (2, 40)
     assert torch.equal(out[:, :30], start)
     # The last token must be the greedy choice given only the 32 tokens before it.
@@ -160,12 +189,36 @@ def test_generation_past_block_size_uses_the_last_block_size_tokens():
     assert torch.equal(out[:, -1], logits[:, -1].argmax(-1))
 
 
+def test_shift_keeps_the_last_half_of_the_window_and_fills_it_again():
+    torch.manual_seed(0)
+    model = GPT(SMALL).eval()  # block_size 32
+    start = torch.randint(65, (2, 30))
+    out = model.generate(start, 40, temperature=0.0)  # shift is the default
+    assert out.shape == (2, 70) and torch.equal(out[:, :30], start)
+    # Drawing token 32 (0-based) overfills the window [0, 32), so the window becomes its last 16 tokens, [17, 33), and
+    # grows to [17, 49); drawing token 49 overfills it again: [34, 50), and so on, 17 tokens further each time.
+    for t in range(30, 70):
+        window_start = 0 if t <= 32 else 17 * ((t - 33) // 17 + 1)
+        logits, _ = model(out[:, window_start:t])
+        assert torch.equal(out[:, t], logits[:, -1].argmax(-1)), f"token {t}, window from {window_start}"
+
+
+def test_the_running_text_and_the_cache_stay_bounded():
+    model = GPT(SMALL).eval()
+    sizes = []
+    real_new_cache = model.new_cache
+    model.new_cache = lambda *a, **kw: sizes.append(real_new_cache(*a, **kw)) or sizes[-1]
+    tokens = list(model.generate_tokens(torch.zeros((1, 1), dtype=torch.long), 5 * SMALL.block_size))
+    assert len(tokens) == 5 * SMALL.block_size and all(t.shape == (1, 1) for t in tokens)
+    assert len(sizes) == 1 and sizes[0].capacity == SMALL.block_size  # one cache, allocated once
+
+
 def test_cached_logits_equal_uncached_logits_at_every_position():
     torch.manual_seed(0)
     model = GPT(SMALL).eval()
     idx = torch.randint(65, (2, SMALL.block_size))
     full, _ = model(idx)  # (2, 32, 65): every position computed at once, no cache
-    cache = model.new_cache()
+    cache = model.new_cache(batch_size=2)
     prefill, _ = model(idx[:, :5], cache=cache)
     assert torch.allclose(prefill, full[:, :5], atol=1e-4)
     for t in range(5, SMALL.block_size):
@@ -175,11 +228,12 @@ def test_cached_logits_equal_uncached_logits_at_every_position():
         model(idx[:, :1], cache=cache)  # the cache is full: no position 32 exists
 
 
+@pytest.mark.parametrize("window", ["slide", "shift"])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_cached_generation_past_block_size_matches_the_sliding_window(temperature):
+def test_cached_generation_past_block_size_equals_recomputing_the_same_window(temperature, window):
     torch.manual_seed(0)
     model = GPT(SMALL).eval()
     start = torch.randint(65, (2, 10))
-    runs = [model.generate(start, 3 * SMALL.block_size, temperature=temperature,
+    runs = [model.generate(start, 3 * SMALL.block_size, temperature=temperature, window=window,
                            generator=torch.Generator().manual_seed(3), use_cache=use_cache) for use_cache in (True, False)]
     assert torch.equal(*runs)

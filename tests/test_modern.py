@@ -165,12 +165,12 @@ def test_the_kv_cache_holds_only_the_kv_heads(n_kv_head):
     idx = torch.randint(11, (3, 16))
     sizes = {}
     for name, model in [("gqa", gqa), ("mha", mha)]:
-        cache = model.new_cache()
+        cache = model.new_cache(batch_size=3)
         with torch.no_grad():
             model(idx, cache=cache)
         heads = model.config.kv_heads
-        assert [tuple(c["k"].shape) for c in cache] == [tuple(c["v"].shape) for c in cache] == [(3, heads, 16, 8)] * 2
-        sizes[name] = sum(t.numel() * t.element_size() for c in cache for t in c.values())
+        assert tuple(cache.k.shape) == tuple(cache.v.shape) == (2, 3, heads, 16, 8)  # (layers, B, kv heads, T, hs)
+        sizes[name] = sum(t.numel() * t.element_size() for t in (cache.k, cache.v))
         assert model.kv_cache_bytes(3, 16) == sizes[name]
     assert sizes["mha"] == sizes["gqa"] * 4 // n_kv_head
     assert gqa.kv_cache_bytes(3, 16, torch.bfloat16) * 2 == gqa.kv_cache_bytes(3, 16)
@@ -183,7 +183,7 @@ def test_cached_logits_equal_uncached_for_every_combination_of_options():
     for i, options in enumerate(combinations):
         model = scrambled(GPT(GPTConfig(vocab_size=11, block_size=T, n_layer=2, n_head=4, n_embd=16, **options)), i)
         idx = torch.randint(11, (2, T), generator=torch.Generator().manual_seed(i))
-        cache = model.new_cache()
+        cache = model.new_cache(batch_size=2)
         with torch.no_grad():
             full, _ = model(idx)  # (2, T, 11), every position at once
             cached = torch.cat([model(idx[:, :3], cache=cache)[0]]  # prefill 3 positions, then one at a time
@@ -194,15 +194,37 @@ def test_cached_logits_equal_uncached_for_every_combination_of_options():
     assert not failures
 
 
+@pytest.mark.parametrize("window", ["slide", "shift"])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_cached_generation_of_a_rope_gqa_model_past_block_size_matches_the_sliding_window(temperature):
+def test_cached_generation_of_a_rope_gqa_model_past_block_size_equals_recomputing(temperature, window):
     config = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=4, n_kv_head=1, n_embd=32, **ALL_PIECES)
     model = scrambled(GPT(config), seed=3)
     start = torch.randint(11, (2, 5))
-    runs = [model.generate(start, 3 * config.block_size, temperature=temperature, use_cache=use_cache,
+    runs = [model.generate(start, 3 * config.block_size, temperature=temperature, use_cache=use_cache, window=window,
                            generator=torch.Generator().manual_seed(3)) for use_cache in (True, False)]
     assert torch.equal(*runs)
     assert len(set(runs[0][0].tolist())) > 3  # the sample is not one token repeated
+
+
+@pytest.mark.parametrize("options", [{}, dict(ALL_PIECES, n_kv_head=2)], ids=["gpt2", "every-piece-gqa"])
+def test_attention_maps_are_the_weights_forward_averages_values_with(options):
+    config = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=4, n_embd=32, **options)
+    model = scrambled(GPT(config), seed=5)
+    idx = torch.randint(11, (2, 12), generator=torch.Generator().manual_seed(0))
+    maps = model.attention_maps(idx)  # (layers, B, heads, T, T)
+    assert maps.shape == (2, 2, 4, 12, 12)
+    assert torch.allclose(maps.sum(-1), torch.ones(2, 2, 4, 12), atol=1e-5)  # each row is a distribution
+    assert (maps.triu(diagonal=1) == 0).all()  # no position attends to a later one
+    assert (maps[..., torch.ones(12, 12, dtype=torch.bool).tril()] > 0).all()  # every earlier one gets some weight
+    # Averaging the values with these weights gives exactly what the fused kernel computed in forward.
+    attn = model.transformer.h[0].attn
+    with torch.no_grad():
+        x = model.transformer.h[0].ln_1(model.transformer.wte(idx) + (model.transformer.wpe(torch.arange(12))
+                                                                      if config.position == "learned" else 0))
+        rotary = rotary_tables(8, torch.arange(12)) if config.position == "rope" else None
+        _, _, v = attn.heads(x, rotary)
+        y = (maps[0] @ attn.share_kv_heads(v)).transpose(1, 2).reshape(2, 12, 32)  # (B, T, C)
+        assert torch.allclose(attn.c_proj(y), attn(x, None, rotary), atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------------
