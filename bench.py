@@ -10,10 +10,10 @@
 
 Training: full optimizer steps (forward, backward, clip, AdamW) with train.py's step code and precision (dtype,
 loss scaler, compile) for the device, on random token ids, timed after warm-up steps with the device synchronised
-before each clock read. Generation: new tokens per second from a one-token prompt, with the KV cache and with
-full-context recomputation at every step. Encoding: dataset.prepare() on a generated text of --data_mb megabytes,
-each run in a fresh process so that its peak memory (the operating system's high-water mark for that process) is its
-own.
+before each clock read. Generation: new tokens per second from a one-token prompt, recomputing the whole window at
+every step (as nanoGPT's sample.py) against the KV cache with each window policy, in float32 and with the weights in
+the dtype generate.py picks. Encoding: dataset.prepare() on a generated text of --data_mb megabytes, each run in a
+fresh process so that its peak memory (the operating system's high-water mark for that process) is its own.
 """
 
 import json
@@ -32,7 +32,7 @@ from cli import EXIT_FAILED, CLIError, FlagParser, run_cli
 from dataset import DEFAULT_DATA
 from metrics import read_metrics
 from model import GPT, PRESETS, GPTConfig
-from precision import Precision, make_precision, synchronize
+from precision import Precision, make_precision, pick_weights_dtype, synchronize
 from step import compile_for_training, configure_optimizer, get_batch, sample_starts, train_step
 
 # train.py's defaults for AdamW, so the optimizer step timed here is the one training takes.
@@ -67,17 +67,41 @@ def time_training(preset: str, batch_size: int, block_size: int, steps: int, war
             "compile_s": compile_s}
 
 
-def time_generation(preset: str, new_tokens: int, device: torch.device, use_cache: bool) -> float:
+def time_generation(preset: str, new_tokens: int, device: torch.device, use_cache: bool, window: str = "shift",
+                    dtype: torch.dtype = torch.float32) -> float:
     """Tokens per second generating new_tokens from a one-token prompt (weights are random: speed does not care)."""
     torch.manual_seed(0)
-    model = GPT(replace(PRESETS[preset], vocab_size=65)).to(device).eval()
+    model = GPT(replace(PRESETS[preset], vocab_size=65)).to(device, dtype).eval()
     start = torch.zeros((1, 1), dtype=torch.long, device=device)
-    model.generate(start, 2, use_cache=use_cache)  # warm-up
+    sampling = dict(use_cache=use_cache, window=window)
+    model.generate(start, 2, **sampling)  # warm-up
     synchronize(device)
     t0 = time.perf_counter()
-    model.generate(start, new_tokens, temperature=1.0, generator=torch.Generator().manual_seed(0), use_cache=use_cache)
+    model.generate(start, new_tokens, temperature=1.0, generator=torch.Generator().manual_seed(0), **sampling)
     synchronize(device)
     return new_tokens / (time.perf_counter() - t0)
+
+
+def generation_table(presets: list[str], new_tokens: int, device: torch.device) -> list[str]:
+    """Markdown lines: tokens/s per preset for full recomputation, the slide and shift windows, and shift with the
+    weights in the dtype generate.py picks on this device."""
+    fast_dtype, _ = pick_weights_dtype(device, "auto")
+    fast = str(fast_dtype).removeprefix("torch.")
+    lines = ["", f"Generation, {new_tokens} new tokens from a one-token prompt, batch 1, tokens/s (recompute: the whole "
+             "window at every step, as nanoGPT's sample.py; slide: the same window, cached while the text fits; shift: "
+             "keeps the last half of a full window and goes on cached; float32 unless named):", "",
+             f"| preset | recompute | slide, cached | shift, cached | shift, cached, {fast} weights | shift / recompute "
+             f"| shift {fast} / recompute |", "|---|---:|---:|---:|---:|---:|---:|"]
+    print("\n".join(lines), flush=True)
+    for preset in presets:
+        recompute = time_generation(preset, new_tokens, device, use_cache=False, window="slide")
+        slide = time_generation(preset, new_tokens, device, use_cache=True, window="slide")
+        shift = time_generation(preset, new_tokens, device, use_cache=True, window="shift")
+        shift_fast = time_generation(preset, new_tokens, device, use_cache=True, window="shift", dtype=fast_dtype)
+        lines.append(f"| {preset} | {recompute:,.0f} | {slide:,.0f} | {shift:,.0f} | {shift_fast:,.0f} | "
+                     f"{shift / recompute:.1f}x | {shift_fast / recompute:.1f}x |")
+        print(lines[-1], flush=True)
+    return lines
 
 
 def make_big_text(path: Path, megabytes: int, source: Path) -> None:
@@ -396,15 +420,7 @@ def measure(args) -> int:
     if args.steps:
         lines += training_table(presets, args.batch_size, args.block_size, args.steps, args.warmup, precision)
     if args.new_tokens:
-        lines += ["", f"Generation, {args.new_tokens} new tokens from a one-token prompt, float32, batch 1 (past the "
-                  "context length the cache is rebuilt every step, exactly as the uncached window slides):", "",
-                  "| preset | tokens/s, KV cache | tokens/s, recompute | speed-up |", "|---|---:|---:|---:|"]
-        print("\n".join(lines[-5:]), flush=True)
-        for preset in presets:
-            cached = time_generation(preset, args.new_tokens, device, use_cache=True)
-            uncached = time_generation(preset, args.new_tokens, device, use_cache=False)
-            lines.append(f"| {preset} | {cached:,.0f} | {uncached:,.0f} | {cached / uncached:.1f}x |")
-            print(lines[-1], flush=True)
+        lines += generation_table(presets, args.new_tokens, device)
     write_lines(lines, Path(args.out))
     return 0
 

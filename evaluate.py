@@ -2,6 +2,7 @@
 
     python evaluate.py                         # out/best.pt on the text it was trained on
     python evaluate.py --checkpoint out/last.pt --data my.txt
+    python evaluate.py --block_size 128 --weights_dtype bfloat16   # what a shorter context, bfloat16 weights cost
 
 The loss is the mean cross-entropy over every token of the validation split (the last 10% of the text), read in
 non-overlapping windows of the model's block_size: each token is predicted exactly once. The split streams from the
@@ -20,7 +21,7 @@ from checkpoint import load_checkpoint, model_from_checkpoint
 from cli import CLIError, FlagParser, run_cli
 from dataset import DEFAULT_DATA, DataError, prepare
 from evaluation import EVAL_BATCH_SIZE, count_chars, eval_windows, evaluate
-from precision import make_precision
+from precision import DTYPES, make_precision
 from tokenizer import tokenizer_from_checkpoint
 
 
@@ -35,6 +36,11 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto picks cuda, then mps, then cpu")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="autocast dtype, as train.py --dtype (auto: what training uses on this device)")
+    parser.add_argument("--block_size", type=int, default=None,
+                        help="read the text in windows of this many tokens, at most the checkpoint's (default): what a "
+                             "shorter context costs, e.g. generate.py's shift window, which sees half to all of it")
+    parser.add_argument("--weights_dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="cast the weights to this dtype first, as generate.py --dtype does: what that costs in loss")
     return run_cli(lambda: report(parser.parse_args(argv)))
 
 
@@ -43,6 +49,11 @@ def report(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise CLIError(f"--batch_size must be positive, got {args.batch_size}")
     checkpoint = load_checkpoint(Path(args.checkpoint))
+    trained_block = checkpoint["model_config"]["block_size"]
+    block_size = args.block_size or trained_block
+    if not 1 <= block_size <= trained_block:
+        raise CLIError(f"--block_size must be between 1 and {trained_block}, the context this model was trained with; "
+                       f"got {block_size}")
     precision = make_precision(args.device, args.dtype, "off")
     precision.apply()
     train_config = checkpoint.get("train_config", {})
@@ -57,14 +68,16 @@ def report(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.checkpoint} holds a tokenizer this version cannot read ({e})") from None
     if len(data.val) < 2:
         raise CLIError(f"{data_path} is too short to have a validation split")
-    model = model_from_checkpoint(checkpoint, precision.device)
-    loss = evaluate(model, eval_windows(data.val, model.config.block_size, args.batch_size), precision)
+    model = model_from_checkpoint(checkpoint, precision.device).to(DTYPES[args.weights_dtype])
+    loss = evaluate(model, eval_windows(data.val, block_size, args.batch_size), precision)
     n_tokens = len(data.val) - 1  # every val token but the first is predicted once
     n_chars = count_chars(tokenizer, data.val[1:])  # the characters those predicted tokens spell
     bits_per_char = loss * n_tokens / n_chars / math.log(2)
     print(f"full val loss {loss:.4f} per token (perplexity {math.exp(loss):.2f}), {bits_per_char:.4f} bits per character, "
           f"over {n_tokens:,} tokens ({n_chars:,} characters) of {data_path} | {args.checkpoint}, step {checkpoint['step']}, "
-          f"{str(precision.dtype).removeprefix('torch.')} on {precision.device}")
+          f"{str(precision.dtype).removeprefix('torch.')} on {precision.device}"
+          + (f", windows of {block_size} tokens" if block_size != trained_block else "")
+          + (f", {args.weights_dtype} weights" if args.weights_dtype != "float32" else ""))
     return 0
 
 

@@ -4,6 +4,8 @@
     python generate.py --prompt "ROMEO:" --max_new_tokens 300 --num_samples 3
 
 Everything needed (architecture, weights, tokenizer: a character vocabulary or a BPE) is inside the checkpoint.
+--num_samples N draws all N samples at once, as one batch (one forward pass per token for all of them): the first
+streams as it is drawn, the others print when the batch is done.
 """
 
 import argparse
@@ -14,7 +16,8 @@ import torch
 
 from checkpoint import load_checkpoint, model_from_checkpoint
 from cli import CLIError, FlagParser, run_cli
-from precision import pick_device
+from model import WINDOWS
+from precision import DTYPES, pick_device, pick_weights_dtype
 from tokenizer import StreamDecoder, tokenizer_from_checkpoint
 
 
@@ -27,9 +30,15 @@ def build_parser() -> FlagParser:
     parser.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; below 1 is safer, above 1 is wilder")
     parser.add_argument("--top_k", type=int, default=40, help="sample only among the k most likely tokens (clamped to the vocabulary size)")
     parser.add_argument("--block_size", type=int, default=None, help="context the model sees while sampling (default: the checkpoint's; cannot exceed it)")
-    parser.add_argument("--num_samples", type=int, default=1, help="how many samples to print")
+    parser.add_argument("--window", default="shift", choices=WINDOWS,
+                        help="once the text outgrows the context: shift keeps the last half of the window and goes on "
+                             "cached (fast); slide sees exactly the last block_size tokens, recomputed at every step")
+    parser.add_argument("--num_samples", type=int, default=1, help="how many samples, drawn together as one batch")
     parser.add_argument("--seed", type=int, default=1337, help="random seed: the same seed gives the same text")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto picks cuda, then mps, then cpu")
+    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
+                        help="dtype of the weights while sampling (auto: bfloat16 on GPUs and CPUs that have it in "
+                             "hardware, else float32)")
     return parser
 
 
@@ -51,43 +60,54 @@ def main(argv=None) -> int:
 
 
 def sample(args: argparse.Namespace) -> int:
-    """Print args.num_samples samples from args.checkpoint, each token as soon as it is drawn."""
+    """Print args.num_samples samples from args.checkpoint; the first token by token as it is drawn."""
     checkpoint = load_checkpoint(Path(args.checkpoint))
     device, _ = pick_device(args.device)
+    dtype, dtype_why = pick_weights_dtype(device, args.dtype)
     try:
         tokenizer = tokenizer_from_checkpoint(checkpoint)
     except ValueError as e:
         raise CLIError(f"{args.checkpoint} holds a tokenizer this version cannot read ({e})") from None
+    if not args.prompt:
+        raise CLIError("--prompt must not be empty (the default is a newline)")
     unknown = tokenizer.unknown(args.prompt)  # none for BPE: it encodes any text
     if unknown:
         raise CLIError("the prompt has characters the model never saw: " + " ".join(repr(c) for c in unknown)
                        + "; remove them or train on text that contains them")
-    if not args.prompt:
-        raise CLIError("--prompt must not be empty (the default is a newline)")
     trained_block = checkpoint["model_config"]["block_size"]
     if args.block_size is not None and not 1 <= args.block_size <= trained_block:
         raise CLIError(f"--block_size must be between 1 and {trained_block}, the context this model was "
                        f"trained with; got {args.block_size}")
-    model = model_from_checkpoint(checkpoint, device)
+    context = args.block_size or trained_block
+    prompt_ids = tokenizer.encode(args.prompt).tolist()
+    if len(prompt_ids) > context:
+        raise CLIError(f"the prompt is {len(prompt_ids)} tokens, longer than the model's context of {context}: it would "
+                       f"never see the start of it; shorten the prompt to its last {context} tokens or fewer")
+    model = model_from_checkpoint(checkpoint, device).to(dtype)
     # On stderr, so stdout holds only the text. Keys and values are kept for n_kv_head heads only: grouped-query
     # attention shrinks the cache by n_head / n_kv_head.
-    c, context = model.config, args.block_size or trained_block
-    print(f"model: {model.num_params():,} parameters, {c.pieces()} | KV cache {model.kv_cache_bytes(1, context) / 1024:,.0f} KiB "
-          f"per sample ({c.n_layer} layers x keys and values x {c.kv_heads} of {c.n_head} heads x {context} positions "
+    c, N = model.config, args.num_samples
+    print(f"model: {model.num_params():,} parameters, {c.pieces()} | weights {str(dtype).removeprefix('torch.')} "
+          f"({dtype_why}) | KV cache {model.kv_cache_bytes(N, context) / 1024:,.0f} KiB for {N} sample{'s' * (N > 1)} "
+          f"({c.n_layer} layers x keys and values x {c.kv_heads} of {c.n_head} heads x {context} positions "
           f"x {c.n_embd // c.n_head} floats)", file=sys.stderr)
 
     generator = torch.Generator().manual_seed(args.seed)  # sampling draws on CPU, so this is device-independent
-    prompt = torch.tensor([tokenizer.encode(args.prompt).tolist()], dtype=torch.long, device=device)  # (1, T)
-    for i in range(args.num_samples):
-        if i:
-            print("\n" + "-" * 40)
-        sys.stdout.write(args.prompt)
-        decoder = StreamDecoder(tokenizer)  # holds back a BPE token that ends inside a multi-byte character
-        for idx_next in model.generate_tokens(prompt, args.max_new_tokens, args.temperature, args.top_k, generator,
-                                              args.block_size):
-            sys.stdout.write(decoder.push(idx_next[0].tolist()))
-            sys.stdout.flush()
-        sys.stdout.write(decoder.flush() + "\n")
+    prompt = torch.tensor([prompt_ids] * N, dtype=torch.long, device=device)  # (N, T): one row per sample
+    decoders = [StreamDecoder(tokenizer) for _ in range(N)]  # each holds back a BPE token ending mid-character
+    later = [[] for _ in range(N)]  # the text of samples 2..N, printed once the batch is done
+    sys.stdout.write(args.prompt)
+    for idx_next in model.generate_tokens(prompt, args.max_new_tokens, args.temperature, args.top_k, generator,
+                                          args.block_size, window=args.window):
+        ids = idx_next[:, 0].tolist()  # (N,): one new token per sample
+        sys.stdout.write(decoders[0].push([ids[0]]))
+        sys.stdout.flush()
+        for i in range(1, N):
+            later[i].append(decoders[i].push([ids[i]]))
+    sys.stdout.write(decoders[0].flush() + "\n")
+    for i in range(1, N):
+        print("\n" + "-" * 40)
+        sys.stdout.write(args.prompt + "".join(later[i]) + decoders[i].flush() + "\n")
     return 0
 
 

@@ -1,26 +1,47 @@
-"""A run's record: metrics.csv, one row per evaluation, and loss.png drawn from it.
+"""A run's record, written by train.py (rank 0 only) into out_dir, and loss.png drawn from it.
 
-train.py writes both (rank 0 only); bench.py reads metrics.csv to find when a run first reached a target loss.
+- metrics.csv: one row per evaluation: step, train_loss, val_loss, val_bpc, lr, tokens_per_s, elapsed_s. The losses
+  are measured on fixed samples of the train and val splits, so successive rows compare.
+- train_log.csv: one row per optimizer step: step (steps taken, counting this one, as in metrics.csv), lr (the
+  learning rate that step used) and train_loss: the mean loss of the training batches since the previous row that has
+  one, filled in at every log point (--log_interval) and at every evaluation, empty in between. train.py appends the
+  rows at those points rather than every step, since reading the loss makes the host wait for the device.
+
+bench.py reads metrics.csv to find when a run first reached a target loss. Runs made before train_log.csv existed
+still plot, from metrics.csv alone.
 """
 
 import csv
+import math
 from pathlib import Path
 
 from dataset import write_atomically
 
 METRICS_COLUMNS = ["step", "train_loss", "val_loss", "val_bpc", "lr", "tokens_per_s", "elapsed_s"]
+TRAIN_LOG_COLUMNS = ["step", "lr", "train_loss"]
 
 
-def start_metrics(path: Path, keep_up_to: int | None) -> None:
-    """Start metrics.csv afresh, or on resume keep the rows up to the checkpoint's step (later ones were lost)."""
+def restart_csv(path: Path, columns: list[str], keep_up_to: int | None) -> None:
+    """Start a CSV of rows by step afresh, or on resume keep the rows up to the checkpoint's step (later ones were lost
+    with the process, and the resumed run writes them again)."""
     rows = []
     if keep_up_to is not None and path.exists():
         with open(path, newline="", encoding="utf-8") as f:
             rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_up_to]
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS, restval="nan")  # a column older runs lacked
+        writer = csv.DictWriter(f, fieldnames=columns, restval="nan")  # a column older runs lacked
         writer.writeheader()
         writer.writerows(rows)
+
+
+def start_metrics(path: Path, keep_up_to: int | None) -> None:
+    """Start metrics.csv afresh, or on resume keep the rows up to the checkpoint's step."""
+    restart_csv(path, METRICS_COLUMNS, keep_up_to)
+
+
+def start_train_log(path: Path, keep_up_to: int | None) -> None:
+    """Start train_log.csv afresh, or on resume keep the rows up to the checkpoint's step."""
+    restart_csv(path, TRAIN_LOG_COLUMNS, keep_up_to)
 
 
 def append_metrics(path: Path, row: list) -> None:
@@ -29,22 +50,43 @@ def append_metrics(path: Path, row: list) -> None:
         csv.writer(f).writerow([row[0], *(f"{v:.6g}" for v in row[1:])])
 
 
+def append_train_log(path: Path, step_lrs: list[tuple[int, float]], train_loss: float) -> None:
+    """Append the (step, lr) of each step since the last write to train_log.csv, with their mean train loss on the
+    last one."""
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        for i, (step, lr) in enumerate(step_lrs):
+            writer.writerow([step, f"{lr:.6g}", f"{train_loss:.6g}" if i == len(step_lrs) - 1 else ""])
+
+
 def read_metrics(path: Path) -> list[dict]:
-    """The rows of metrics.csv as dicts of floats."""
+    """The rows of metrics.csv (or train_log.csv) as dicts of floats; an empty cell reads as nan."""
     with open(path, newline="", encoding="utf-8") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: float(v) if v else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def plot_metrics(metrics_path: Path, png_path: Path, tokens_per_step: int) -> None:
-    """Draw loss.png from metrics.csv: train and val loss per step (tokens on top), best val marked, lr on the right."""
+    """Draw loss.png from metrics.csv and, where the run has one, the train_log.csv beside it: the train loss at every
+    log point, the evaluations' train and val loss, the best val marked, the learning rate of every step on the right
+    and training tokens on the top axis."""
     from matplotlib.figure import Figure  # the object API renders to PNG without choosing a GUI backend
 
     rows = read_metrics(metrics_path)
+    log_path = metrics_path.with_name("train_log.csv")  # train.py writes the two side by side
+    log = read_metrics(log_path) if log_path.exists() else []  # runs from before train_log.csv have none
     steps = [r["step"] for r in rows]
     fig = Figure(figsize=(9, 5), layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(steps, [r["train_loss"] for r in rows], marker=".", label="train loss")
-    ax.plot(steps, [r["val_loss"] for r in rows], marker=".", label="val loss")
+    if log:
+        # Every log point: the loss of the batches the model trained on, a mean over --log_interval steps. Noisier
+        # than the evaluations (fewer tokens, dropout on) but many more points, so the shape of the curve shows.
+        logged = [r for r in log if not math.isnan(r["train_loss"])]
+        ax.plot([r["step"] for r in logged], [r["train_loss"] for r in logged], color="C0", linewidth=0.8, alpha=0.6,
+                label="train loss, training batches (mean over each log interval)")
+    joined = "none" if log else "-"  # the evaluations are points; a run without the log has only them to draw a line
+    ax.plot(steps, [r["val_loss"] for r in rows], color="C1", marker="o", linestyle=joined, label="val loss, evaluation")
+    ax.plot(steps, [r["train_loss"] for r in rows], color="C0", marker="s", markersize=8, markerfacecolor="none",
+            linestyle=joined, label="train loss, evaluation")  # hollow: the val point often sits right under it
     best = min(rows, key=lambda r: r["val_loss"])
     ax.plot([best["step"]], [best["val_loss"]], marker="*", markersize=14, linestyle="none", color="C3",
             label=f"best val {best['val_loss']:.4f} at step {best['step']:.0f} (best.pt)")
@@ -54,7 +96,11 @@ def plot_metrics(metrics_path: Path, png_path: Path, tokens_per_step: int) -> No
     tokens = ax.secondary_xaxis("top", functions=(lambda s: s * tokens_per_step / 1e6, lambda t: t * 1e6 / tokens_per_step))
     tokens.set_xlabel("training tokens (millions)")
     lr_ax = ax.twinx()
-    lr_ax.plot(steps, [r["lr"] for r in rows], color="grey", linestyle=":", label="learning rate")
+    if log:
+        lr_ax.plot([r["step"] for r in log], [r["lr"] for r in log], color="grey", linestyle=":",
+                   label="learning rate (every step)")
+    else:  # where the schedule stood at each evaluation: all an older run recorded
+        lr_ax.plot(steps, [r["lr"] for r in rows], color="grey", linestyle=":", label="learning rate (at evaluations)")
     lr_ax.set_ylabel("learning rate")
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     handles = ax.get_legend_handles_labels()[0] + lr_ax.get_legend_handles_labels()[0]

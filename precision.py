@@ -65,6 +65,32 @@ def pick_dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
     return torch.float32, f"full precision on {device.type}"
 
 
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX); elsewhere it is emulated, and slow."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)  # private helpers: absent from some torch builds
+
+
+def pick_weights_dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
+    """Choose the dtype the weights are cast to for generation, and say why.
+
+    Generating one token at a time reads every weight once per token and does little arithmetic with it, so its speed
+    is set by memory traffic: half-width weights are up to twice as fast. The logits are still float32 (GPT.forward).
+    """
+    if requested != "auto":
+        if requested not in DTYPES:
+            raise CLIError(f"--dtype {requested} is not one of {', '.join(DTYPES)}")
+        return DTYPES[requested], "requested with --dtype"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return torch.bfloat16, "this GPU supports bfloat16: half the memory traffic of float32"
+        return torch.float16, "this GPU has no bfloat16; float16 halves the memory traffic"
+    if device.type == "cpu" and cpu_has_native_bfloat16():
+        return torch.bfloat16, ("this CPU has bfloat16 in hardware: faster than float32 for a small cost in loss "
+                                "(docs/BENCHMARKS.md); --dtype float32 to turn it off")
+    return torch.float32, f"full precision on {device.type}"
+
+
 def pick_compile(device: torch.device, requested: str) -> tuple[bool, str]:
     """Decide whether to torch.compile the training step, and say why."""
     if requested == "off":

@@ -111,6 +111,20 @@ def hf_tokenizers():
     return tokenizers
 
 
+def byte_of_symbol() -> dict[str, int]:
+    """Byte-level BPE's stand-in characters back to the bytes they stand for.
+
+    Byte-level BPE (GPT-2's) writes each byte as a printable character: the printable Latin-1 bytes as themselves,
+    the other 68 (space, newline, control bytes...) as the characters from U+0100 on, in byte order. So " the" is
+    stored in the vocabulary as "Ġthe" (Ġ is U+0120, byte 32).
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    table = {chr(b): b for b in printable}
+    table.update({chr(256 + n): b for n, b in enumerate(others)})
+    return table
+
+
 class BPETokenizer:
     """Byte-level BPE from the Hugging Face `tokenizers` library: the 256 byte values plus learned merges.
 
@@ -185,6 +199,14 @@ class BPETokenizer:
     def to_string(self) -> str:
         """The tokenizer as a JSON string: what a checkpoint stores."""
         return self._json
+
+    def token_bytes(self) -> list[bytes]:
+        """The bytes each token id stands for, by id: whole characters, or part of one (an emoji's first two bytes)."""
+        table = byte_of_symbol()
+        out = [b""] * self.vocab_size
+        for symbols, i in self._tok.get_vocab().items():  # stand-in string -> id
+            out[i] = bytes(table[s] for s in symbols)
+        return out
 
 
 def tokenizer_to_dict(tok) -> dict:

@@ -11,7 +11,7 @@
 Read top to bottom: the training settings, the command line, the data download, the learning-rate schedule, the
 run's state, then `train()` — the loop itself — and `main()`. What other scripts share with this one lives in
 modules named for it: precision.py (device, dtype, compile), step.py (batches, AdamW, one optimizer step),
-evaluation.py, checkpoint.py, distributed.py (torchrun), metrics.py (metrics.csv, loss.png), cli.py.
+evaluation.py, checkpoint.py, distributed.py (torchrun), metrics.py (metrics.csv, train_log.csv, loss.png), cli.py.
 """
 
 import hashlib
@@ -39,7 +39,7 @@ from cli import EXIT_FAILED, EXIT_INTERRUPTED, CLIError, FlagParser, add_datacla
 from dataset import DATA_SHA256, DATA_URL, DEFAULT_DATA, DataError, TokenData, prepare, write_atomically
 from distributed import Ranks, agree, all_reduce_sum, start_ranks, stop_ranks
 from evaluation import EVAL_BATCH_SIZE, count_chars, eval_windows, evaluate, window_batches
-from metrics import append_metrics, plot_metrics, start_metrics
+from metrics import append_metrics, append_train_log, plot_metrics, start_metrics, start_train_log
 from model import GPT, PRESETS, GPTConfig
 from precision import Precision, make_precision
 from step import MUON_TORCH, compile_for_training, configure_optimizer, get_batch, sample_starts, train_step
@@ -52,7 +52,7 @@ class TrainConfig:
     and the whole config is saved in checkpoints."""
 
     data: str | None = field(default=None, metadata={"help": "UTF-8 text file to train on, of any size", "default_help": "Tiny Shakespeare in data/, downloaded on first use"})
-    out_dir: str = field(default="out", metadata={"help": "folder for checkpoints and metrics.csv"})
+    out_dir: str = field(default="out", metadata={"help": "folder for checkpoints, metrics.csv, train_log.csv and loss.png"})
     cache_dir: str | None = field(default=None, metadata={"help": "folder for the encoded token files, reused while the text and tokenizer are unchanged", "default_help": "out_dir/cache"})
     tokenizer: str = field(default="char", metadata={"help": "char: one token per character; bpe: byte-level BPE trained on the train split", "choices": ["char", "bpe"]})
     vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary size, the 256 bytes included (--tokenizer bpe only)"})
@@ -74,7 +74,7 @@ class TrainConfig:
     eval_interval: int = field(default=250, metadata={"help": "evaluate and checkpoint every this many steps"})
     eval_tokens: int = field(default=500_000, metadata={"help": "evaluate on at most this many val tokens (the start of the val split) and as many train tokens"})
     patience: int = field(default=0, metadata={"help": "stop after this many evaluations without a new best val loss (0: never)"})
-    log_interval: int = field(default=10, metadata={"help": "update the progress bar's loss every this many steps"})
+    log_interval: int = field(default=10, metadata={"help": "every this many steps, log the mean training loss since the last log point (progress bar and train_log.csv)"})
     sample_chars: int = field(default=300, metadata={"help": "tokens (characters, for char) to sample at the end of the run (0: none)"})
     seed: int = field(default=1337, metadata={"help": "random seed. A run of --max_iters steps repeats exactly on a CPU with the same seed and flags; a --time_budget run (the CPU default) does not, since the clock ends it and sets its learning rate"})
 
@@ -292,10 +292,11 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
                 ckpt["muon"] = optimizers[1].state_dict()
         return ckpt
 
-    metrics_path = out_dir / "metrics.csv"
+    metrics_path, train_log_path = out_dir / "metrics.csv", out_dir / "train_log.csv"
     if ranks.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         start_metrics(metrics_path, keep_up_to=resumed_at)
+        start_train_log(train_log_path, keep_up_to=resumed_at)
     print(f"model: {model.num_params():,} parameters | {model_cfg.n_layer} layers, {model_cfg.n_head} heads, "
           f"{model_cfg.n_embd} wide, context {T}, dropout {model_cfg.dropout} | recipe {cfg.recipe}: "
           f"{model_cfg.pieces()}")
@@ -314,7 +315,23 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
               "bytes), or a wider model")
     can_plot = importlib.util.find_spec("matplotlib") is not None
     if not can_plot:
-        print("matplotlib is not installed, so no loss.png (pip install matplotlib); metrics.csv has the numbers")
+        print("matplotlib is not installed, so no loss.png (pip install matplotlib); metrics.csv and train_log.csv "
+              "have the numbers")
+
+    # The train log: the lr each step used, and the mean of the steps' losses since the last write, which is less
+    # noisy than one batch's loss. The losses add up on the device, so no step waits for it; .item() (a wait) comes
+    # only when the rows are written: at log points, and wherever last.pt is saved, so that train_log.csv always
+    # holds every step last.pt has taken and a resumed run neither misses a row nor repeats one.
+    pending_lrs, loss_sum = [], torch.zeros((), device=device)  # [(step, lr)] not yet written, and their losses' sum
+
+    def write_train_log() -> float:
+        """Append the pending steps to train_log.csv with their mean loss over every rank; return that loss."""
+        mean_loss = (all_reduce_sum(loss_sum) / (len(pending_lrs) * ranks.world_size)).item()
+        if ranks.is_main:
+            append_train_log(train_log_path, pending_lrs, mean_loss)
+        pending_lrs.clear()
+        loss_sum.zero_()
+        return mean_loss
 
     # Ctrl-C: finish the step in flight (and any evaluation due), save last.pt, then stop. Under torchrun every rank
     # gets the signal, maybe at different steps; they agree on it before acting.
@@ -336,6 +353,9 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
             # Evaluate and checkpoint (not again at the step a resumed run starts from: last.pt is that evaluation).
             is_eval_step = state.step % cfg.eval_interval == 0 or state.step == cfg.max_iters or out_of_time
             if is_eval_step and state.step != resumed_at:
+                if pending_lrs:  # the steps since the last log point: logged before last.pt, which holds them, is saved
+                    if not math.isfinite(write_train_log()):
+                        raise non_finite(state.step)
                 losses = evaluate_now()
                 if not all(math.isfinite(v) for v in losses.values()):
                     raise non_finite(state.step)
@@ -372,6 +392,8 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
                 stop_reason = f"spent the time budget of {cfg.time_budget:g}s"
                 break
             if stop_signal:  # checked here, after any evaluation due at this step, so resume never skips one
+                if pending_lrs:  # as at an evaluation: the log holds every step last.pt has taken
+                    write_train_log()
                 last = checkpoint(full=True)
                 if ranks.is_main:
                     save_checkpoint(out_dir / "last.pt", last)
@@ -390,10 +412,12 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
             micro_batches = [get_batch(data.train, T, part, device) for part in np.split(mine, A)]
             loss = train_step(model, step_model, optimizers, scaler, precision, micro_batches, cfg.grad_clip)
             state.step += 1
+            pending_lrs.append((state.step, lr))  # the lr this step used (with a time budget, the clock chose it)
+            loss_sum += loss  # on the device: adding does not wait for the step to finish
 
             # .item() waits for the device, so it happens only at log points; the time between includes that wait.
             log_now = state.step % cfg.log_interval == 0 or state.step == cfg.max_iters
-            loss_value = (all_reduce_sum(loss) / ranks.world_size).item() if log_now else None
+            loss_value = write_train_log() if log_now else None
             train_time_interval += time.perf_counter() - t0
             tokens_interval += B * T
             bar.update(1)

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 import cli
+import metrics
 import train
 from conftest import ROOT, TINY_FLAGS, read_metrics, run_train
 
@@ -65,8 +66,14 @@ def test_two_cpu_ranks_under_torchrun_match_one_process(small_text, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _close(_losses(tmp_path / "one"), _losses(tmp_path / "two"))
     # One set of outputs, written once: rank 0 alone writes, prints and samples.
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["best.pt", "cache", "last.pt", "loss.png", "metrics.csv"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["best.pt", "cache", "last.pt", "loss.png",
+                                                                     "metrics.csv", "train_log.csv"]
     assert [r["step"] for r in read_metrics(tmp_path / "two")] == [0, 3, 6]
+    # The train log too, its losses averaged over both ranks (logged at step 3's evaluation and at the end).
+    one_log, two_log = (metrics.read_metrics(tmp_path / d / "train_log.csv") for d in ("one", "two"))
+    assert [r["step"] for r in two_log] == [1, 2, 3, 4, 5, 6]
+    logged = [(a["train_loss"], b["train_loss"]) for a, b in zip(one_log, two_log) if a["step"] in (3, 6)]
+    assert len(logged) == 2 and all(abs(a - b) <= TOLERANCE for a, b in logged)
     out = proc.stdout
     assert out.count("device: cpu") == 1 and "2 ranks (gloo)" in out
     assert out.count("sample from the final model") == 1

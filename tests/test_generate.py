@@ -8,6 +8,7 @@ import torch
 
 import generate
 import train
+from model import GPT
 from conftest import ROOT, TINY_FLAGS, run_train
 
 
@@ -42,6 +43,45 @@ def test_several_samples_are_separated(trained, capsys):
     capsys.readouterr()
     assert generate.main(["--checkpoint", str(trained / "best.pt"), "--max_new_tokens", "10", "--num_samples", "3"]) == 0
     assert capsys.readouterr().out.count("-" * 40) == 2
+
+
+def test_several_samples_are_one_batch_one_forward_pass_per_token(trained, capsys, monkeypatch):
+    calls = []
+    real_forward = GPT.forward
+    monkeypatch.setattr(GPT, "forward", lambda self, idx, *a, **kw: calls.append(idx.shape) or real_forward(self, idx, *a, **kw))
+
+    def sample(n, seed="1"):
+        calls.clear()
+        capsys.readouterr()
+        assert generate.main(["--checkpoint", str(trained / "best.pt"), "--max_new_tokens", "20", "--num_samples", str(n),
+                              "--prompt", "To", "--temperature", "1.2", "--seed", seed]) == 0
+        return capsys.readouterr().out.split("\n" + "-" * 40 + "\n")
+
+    texts = sample(4)
+    assert len(calls) == 20 and all(shape[0] == 4 for shape in calls)  # the prompt, then one token at a time, for all 4
+    assert len(texts) == 4 and all(t.startswith("To") and len(t.rstrip("\n")) == 2 + 20 for t in texts)
+    assert len(set(texts)) == 4  # each row drew its own tokens
+    assert sample(4) == texts  # the same seed gives the same texts
+    assert sample(4, seed="2") != texts
+
+
+@pytest.mark.parametrize("window", ["shift", "slide"])
+def test_samples_longer_than_the_context_in_either_window(trained, capsys, window):
+    capsys.readouterr()  # the tiny model's context is 32 characters
+    assert generate.main(["--checkpoint", str(trained / "best.pt"), "--max_new_tokens", "100", "--window", window,
+                          "--temperature", "0"]) == 0
+    assert len(capsys.readouterr().out) == 1 + 100 + 1
+
+
+def test_weights_dtype_is_named_and_bfloat16_samples(trained, capsys):
+    outputs = {}
+    for dtype in ("float32", "bfloat16"):
+        capsys.readouterr()
+        assert generate.main(["--checkpoint", str(trained / "best.pt"), "--max_new_tokens", "40", "--dtype", dtype]) == 0
+        captured = capsys.readouterr()
+        assert f"weights {dtype} (requested with --dtype)" in captured.err
+        outputs[dtype] = captured.out
+    assert len(outputs["bfloat16"]) == len(outputs["float32"]) == 1 + 40 + 1
 
 
 @pytest.mark.slow

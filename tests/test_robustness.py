@@ -336,14 +336,21 @@ GENERATE_ROWS = [
     (["--max_new_tokens", "-1"], "--max_new_tokens"),
     (["--checkpoint", "{missing}"], "train one first"),
     (["--checkpoint", "{directory}"], "train one first"),
+    (["--checkpoint", "{text}"], "is not a readable checkpoint"),
     (["--device", "tpu"], "invalid choice"),
+    (["--prompt", ""], "--prompt must not be empty"),
+    (["--prompt", "e" * 33], "the prompt is 33 tokens, longer than the model's context of 32"),
+    (["--prompt", "e" * 9, "--block_size", "8"], "the prompt is 9 tokens, longer than the model's context of 8"),
+    (["--window", "wrap"], "invalid choice"),
+    (["--dtype", "int8"], "invalid choice"),
 ]
 
 
 @pytest.mark.parametrize("flags, expected", GENERATE_ROWS, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_generate_rejects_bad_input(saved_run, tmp_path, capsys, flags, expected):
     out_dir, _ = saved_run
-    paths = {"missing": tmp_path / "nowhere" / "best.pt", "directory": tmp_path}
+    paths = {"missing": tmp_path / "nowhere" / "best.pt", "directory": tmp_path, "text": tmp_path / "notes.pt"}
+    paths["text"].write_text("not a checkpoint\n", encoding="utf-8")
     flags = [f.format(**paths) for f in flags]
     before = snapshot(out_dir)
     capsys.readouterr()

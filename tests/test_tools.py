@@ -21,8 +21,10 @@ def test_bench_quick_prints_training_and_generation_tables(tmp_path, capsys):
     assert len(rows) == 2  # one training row, one generation row
     train_row, gen_row = ([c.strip() for c in row.strip("|").split("|")] for row in rows)
     assert float(train_row[2].replace(",", "")) > 0 and float(train_row[3].replace(",", "")) > 0
-    cached, uncached, speedup = (float(c.rstrip("x").replace(",", "")) for c in gen_row[1:])
-    assert speedup == pytest.approx(cached / uncached, rel=0.1)
+    recompute, slide, shift, shift_fast, speedup, speedup_fast = (float(c.rstrip("x").replace(",", "")) for c in gen_row[1:])
+    assert min(recompute, slide, shift, shift_fast) > 0
+    assert speedup == pytest.approx(shift / recompute, rel=0.1)
+    assert speedup_fast == pytest.approx(shift_fast / recompute, rel=0.1)
     # The device bench.py picks by itself (--device auto): a CPU here, a GPU or a Mac elsewhere.
     assert "torch" in table and f"Device: {make_precision('auto').device}" in table
 
@@ -51,6 +53,25 @@ def test_evaluate_prints_the_full_val_loss_that_training_logged(small_text, tmp_
     assert f"over {n_val - 1:,} tokens ({n_val - 1:,} characters)" in out  # every val character but the first, once
     bits = float(re.search(r"(\d+\.\d+) bits per character", out).group(1))
     assert bits == pytest.approx(loss / math.log(2), abs=2e-4)  # one token per character: bits are nats / ln 2
+
+
+def test_evaluate_with_a_shorter_context_and_half_width_weights(small_text, tmp_path, capsys):
+    assert run_train(small_text, tmp_path, "--max_iters", "300", "--eval_interval", "300") == 0  # context 32
+
+    def val_loss(*flags):
+        capsys.readouterr()
+        assert evaluate.main(["--checkpoint", str(tmp_path / "last.pt"), "--device", "cpu", *flags]) == 0
+        out = capsys.readouterr().out
+        return float(re.search(r"full val loss (\d+\.\d+)", out).group(1)), out
+
+    full, _ = val_loss()
+    short, out = val_loss("--block_size", "4")
+    assert "windows of 4 tokens" in out and short > full + 0.01  # four characters of context predict worse than 32
+    half_width, out = val_loss("--weights_dtype", "bfloat16")
+    assert "bfloat16 weights" in out and half_width == pytest.approx(full, abs=0.05) and half_width != full
+    capsys.readouterr()
+    assert evaluate.main(["--checkpoint", str(tmp_path / "last.pt"), "--block_size", "33"]) == 2
+    assert "--block_size must be between 1 and 32" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags, expected", [(["--checkpoint", "nowhere.pt"], "train one first"),

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import cli
+import metrics
 import train
 from conftest import TINY_FLAGS, read_metrics, run_train
 from dataset import prepare
@@ -278,6 +279,9 @@ def test_ctrl_c_saves_and_resume_continues_exactly(small_text, tmp_path, monkeyp
     assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["step"] == 7  # step 6 finished first
     assert run_train(small_text, tmp_path / "split", *flags, "--resume") == 0
     assert _losses(read_metrics(tmp_path / "split")) == _losses(read_metrics(tmp_path / "whole"))
+    # Ctrl-C wrote the steps since the last log point before saving last.pt: none missing, none repeated.
+    split, whole = (_train_log(tmp_path / d) for d in ("split", "whole"))
+    assert [(r["step"], r["lr"]) for r in split] == [(r["step"], r["lr"]) for r in whole]
 
 
 def test_resume_can_extend_a_finished_run(small_text, tmp_path):
@@ -293,6 +297,113 @@ def test_a_new_run_does_not_overwrite_a_saved_one(small_text, tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert (tmp_path / "last.pt").read_bytes() == before
     assert run_train(small_text, tmp_path, "--max_iters", "2", "--eval_interval", "2", "--overwrite") == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the train log (train_log.csv) and the loss plot
+
+
+def _train_log(out_dir):
+    return metrics.read_metrics(out_dir / "train_log.csv")
+
+
+def _record_steps(monkeypatch) -> list:
+    """Wrap train.train_step to record, for every step, the lr set on the optimizer and the loss the step returned."""
+    seen, real_train_step = [], train.train_step
+
+    def recording(model, step_model, optimizers, *args):
+        loss = real_train_step(model, step_model, optimizers, *args)
+        seen.append((optimizers[0].param_groups[0]["lr"], loss.item()))
+        return loss
+
+    monkeypatch.setattr(train, "train_step", recording)
+    return seen
+
+
+def test_train_log_has_every_steps_lr_and_the_mean_loss_at_each_log_point(small_text, tmp_path, monkeypatch):
+    seen = _record_steps(monkeypatch)
+    assert run_train(small_text, tmp_path, "--max_iters", "12", "--warmup_iters", "5", "--log_interval", "4",
+                     "--eval_interval", "6") == 0
+    rows = _train_log(tmp_path)
+    cfg = train.TrainConfig(**load_checkpoint(tmp_path / "last.pt")["train_config"])
+    assert [r["step"] for r in rows] == list(range(1, 13))  # steps taken, as in metrics.csv
+    assert [r["lr"] for r in rows] == pytest.approx([train.get_lr(step, cfg) for step in range(12)], rel=1e-5)
+    assert [r["lr"] for r in rows] == pytest.approx([lr for lr, _ in seen], rel=1e-5)
+    # A loss at every log point (4, 8, 12) and at the evaluation at step 6, where last.pt is saved; each the mean
+    # over the steps since the previous one, not the last batch's loss.
+    logged = {int(r["step"]): r["train_loss"] for r in rows if not math.isnan(r["train_loss"])}
+    assert sorted(logged) == [4, 6, 8, 12]
+    losses = [loss for _, loss in seen]
+    for previous, step in [(0, 4), (4, 6), (6, 8), (8, 12)]:
+        assert logged[step] == pytest.approx(np.mean(losses[previous:step]), rel=1e-5)
+
+
+def test_train_log_records_the_lr_the_clock_chose(small_text, tmp_path, monkeypatch):
+    seen = _record_steps(monkeypatch)
+    assert run_train(small_text, tmp_path, "--time_budget", "1", "--max_iters", "100000", "--warmup_iters", "0",
+                     "--eval_interval", "100000") == 0
+    rows = _train_log(tmp_path)
+    assert len(rows) == len(seen) > 1
+    assert [r["lr"] for r in rows] == pytest.approx([lr for lr, _ in seen], rel=1e-5)
+    # By steps alone the schedule would hardly have moved (a few hundred of 100,000); the clock took it down.
+    cfg = train.TrainConfig(**load_checkpoint(tmp_path / "last.pt")["train_config"])
+    assert rows[-1]["lr"] < train.get_lr(len(rows) - 1, cfg) / 2
+
+
+def test_resume_keeps_the_train_log_up_to_the_checkpoint(small_text, tmp_path, monkeypatch):
+    flags = ["--max_iters", "12", "--eval_interval", "4", "--log_interval", "3", "--dropout", "0.1"]
+    assert run_train(small_text, tmp_path / "whole", *flags) == 0
+
+    real_get_lr = train.get_lr
+
+    def crash_at_step_10(step, cfg, elapsed=0.0):
+        if step == 10:
+            raise RuntimeError("simulated crash")  # after the step-8 checkpoint and the step-9 log point
+        return real_get_lr(step, cfg, elapsed)
+
+    monkeypatch.setattr(train, "get_lr", crash_at_step_10)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_train(small_text, tmp_path / "split", *flags)
+    monkeypatch.setattr(train, "get_lr", real_get_lr)
+    assert [r["step"] for r in _train_log(tmp_path / "split")] == list(range(1, 10))  # one row past last.pt's step 8
+    assert run_train(small_text, tmp_path / "split", *flags, "--resume") == 0
+    # Rows up to step 8 kept, step 9 dropped and written again: the same file as the run never stopped.
+    assert [r["step"] for r in _train_log(tmp_path / "split")] == list(range(1, 13))
+    assert (tmp_path / "split" / "train_log.csv").read_text() == (tmp_path / "whole" / "train_log.csv").read_text()
+
+
+def _drew(fig, x, y) -> bool:
+    """Whether any axes of fig holds a line through exactly these points."""
+    return any(list(line.get_xdata()) == list(x) and list(line.get_ydata()) == pytest.approx(list(y))
+               for ax in fig.axes for line in ax.get_lines())
+
+
+def test_loss_png_draws_the_train_log_and_still_plots_a_run_without_one(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    figures, real_savefig = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (figures.append(fig), real_savefig(fig, *a, **k))[1])
+    metrics_path = tmp_path / "metrics.csv"
+    metrics.start_metrics(metrics_path, keep_up_to=None)
+    for step, train_loss, val_loss, lr in [(0, 4.2, 4.2, 1e-4), (20, 2.5, 2.6, 1e-3), (40, 2.0, 2.2, 2e-4)]:
+        metrics.append_metrics(metrics_path, [step, train_loss, val_loss, 6.0, lr, 1000.0, 1.0])
+
+    # A run from before train_log.csv: the evaluations alone, the lr where they stood.
+    metrics.plot_metrics(metrics_path, tmp_path / "old.png", 256)
+    assert _drew(figures[0], [0, 20, 40], [4.2, 2.6, 2.2])  # val loss
+    assert _drew(figures[0], [0, 20, 40], [1e-4, 1e-3, 2e-4])
+
+    # With the log: its lr at every step and its train loss at every log point.
+    lrs = [round(1e-3 * min(s / 10, 1), 6) for s in range(1, 41)]
+    log_losses = [3.5, 2.6, 2.3, 2.1]
+    metrics.start_train_log(tmp_path / "train_log.csv", keep_up_to=None)
+    for i, loss in enumerate(log_losses):
+        metrics.append_train_log(tmp_path / "train_log.csv", list(zip(range(10 * i + 1, 10 * i + 11), lrs[10 * i:])), loss)
+    metrics.plot_metrics(metrics_path, tmp_path / "new.png", 256)
+    assert _drew(figures[1], range(1, 41), lrs)
+    assert _drew(figures[1], [10, 20, 30, 40], log_losses)
+    for png in ("old.png", "new.png"):
+        assert (tmp_path / png).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 # ---------------------------------------------------------------------------------------------------------------
