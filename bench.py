@@ -32,7 +32,7 @@ from cli import EXIT_FAILED, CLIError, FlagParser, run_cli
 from dataset import DEFAULT_DATA
 from metrics import read_metrics
 from model import GPT, PRESETS, GPTConfig
-from precision import Precision, make_precision, pick_weights_dtype, synchronize
+from precision import Precision, make_precision, synchronize
 from step import compile_for_training, configure_optimizer, get_batch, sample_starts, train_step
 
 # train.py's defaults for AdamW, so the optimizer step timed here is the one training takes.
@@ -68,36 +68,43 @@ def time_training(preset: str, batch_size: int, block_size: int, steps: int, war
 
 
 def time_generation(preset: str, new_tokens: int, device: torch.device, use_cache: bool, window: str = "shift",
-                    dtype: torch.dtype = torch.float32) -> float:
-    """Tokens per second generating new_tokens from a one-token prompt (weights are random: speed does not care)."""
+                    dtype: torch.dtype = torch.float32, repeats: int = 1) -> float:
+    """Tokens per second generating new_tokens from a one-token prompt, the median of `repeats` runs (weights are
+    random: speed does not care)."""
     torch.manual_seed(0)
     model = GPT(replace(PRESETS[preset], vocab_size=65)).to(device, dtype).eval()
     start = torch.zeros((1, 1), dtype=torch.long, device=device)
     sampling = dict(use_cache=use_cache, window=window)
     model.generate(start, 2, **sampling)  # warm-up
-    synchronize(device)
-    t0 = time.perf_counter()
-    model.generate(start, new_tokens, temperature=1.0, generator=torch.Generator().manual_seed(0), **sampling)
-    synchronize(device)
-    return new_tokens / (time.perf_counter() - t0)
+    rates = []
+    for _ in range(repeats):
+        synchronize(device)
+        t0 = time.perf_counter()
+        model.generate(start, new_tokens, temperature=1.0, generator=torch.Generator().manual_seed(0), **sampling)
+        synchronize(device)
+        rates.append(new_tokens / (time.perf_counter() - t0))
+    return sorted(rates)[len(rates) // 2]
 
 
-def generation_table(presets: list[str], new_tokens: int, device: torch.device) -> list[str]:
-    """Markdown lines: tokens/s per preset for full recomputation, the slide and shift windows, and shift with the
-    weights in the dtype generate.py picks on this device."""
-    fast_dtype, _ = pick_weights_dtype(device, "auto")
+def generation_table(presets: list[str], new_tokens: int, device: torch.device, repeats: int) -> list[str]:
+    """Markdown lines: tokens/s per preset for full recomputation, the slide and shift windows, and shift with
+    half-width weights (generate.py's choice where it pays: precision.pick_weights_dtype)."""
+    native_bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False))
+    fast_dtype = torch.bfloat16 if native_bf16 else torch.float16  # half-width weights, for every preset
     fast = str(fast_dtype).removeprefix("torch.")
-    lines = ["", f"Generation, {new_tokens} new tokens from a one-token prompt, batch 1, tokens/s (recompute: the whole "
+    lines = ["", f"Generation, {new_tokens} new tokens from a one-token prompt, batch 1, tokens/s, the median of "
+             f"{repeats} run{'s' * (repeats > 1)} (recompute: the whole "
              "window at every step, as nanoGPT's sample.py; slide: the same window, cached while the text fits; shift: "
              "keeps the last half of a full window and goes on cached; float32 unless named):", "",
              f"| preset | recompute | slide, cached | shift, cached | shift, cached, {fast} weights | shift / recompute "
              f"| shift {fast} / recompute |", "|---|---:|---:|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
     for preset in presets:
-        recompute = time_generation(preset, new_tokens, device, use_cache=False, window="slide")
-        slide = time_generation(preset, new_tokens, device, use_cache=True, window="slide")
-        shift = time_generation(preset, new_tokens, device, use_cache=True, window="shift")
-        shift_fast = time_generation(preset, new_tokens, device, use_cache=True, window="shift", dtype=fast_dtype)
+        recompute = time_generation(preset, new_tokens, device, use_cache=False, window="slide", repeats=repeats)
+        slide = time_generation(preset, new_tokens, device, use_cache=True, window="slide", repeats=repeats)
+        shift = time_generation(preset, new_tokens, device, use_cache=True, window="shift", repeats=repeats)
+        shift_fast = time_generation(preset, new_tokens, device, use_cache=True, window="shift", dtype=fast_dtype,
+                                     repeats=repeats)
         lines.append(f"| {preset} | {recompute:,.0f} | {slide:,.0f} | {shift:,.0f} | {shift_fast:,.0f} | "
                      f"{shift / recompute:.1f}x | {shift_fast / recompute:.1f}x |")
         print(lines[-1], flush=True)
@@ -352,6 +359,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per preset (0: skip training)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     parser.add_argument("--new_tokens", type=int, default=500, help="tokens to generate per measurement (0: skip generation)")
+    parser.add_argument("--repeats", type=int, default=3, help="generation: runs per measurement, the median reported")
     parser.add_argument("--compile", default="off", choices=["on", "off"], help="torch.compile the training step")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="training autocast dtype, as train.py --dtype (auto: what train.py uses on the device)")
@@ -402,12 +410,13 @@ def measure(args) -> int:
         return 0
     if args.quick:
         args.presets, args.batch_size, args.block_size, args.steps, args.warmup, args.new_tokens = "tiny", 4, 32, 2, 1, 20
+        args.repeats = 1
     presets = args.presets.split(",")
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise CLIError(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
-    if min(args.batch_size, args.block_size) < 1 or min(args.steps, args.warmup, args.new_tokens) < 0:
-        raise CLIError("--batch_size and --block_size must be positive, --steps, --warmup and --new_tokens >= 0")
+    if min(args.batch_size, args.block_size, args.repeats) < 1 or min(args.steps, args.warmup, args.new_tokens) < 0:
+        raise CLIError("--batch_size, --block_size and --repeats must be positive, --steps, --warmup and --new_tokens >= 0")
     precision = make_precision(args.device, args.dtype, args.compile)
     precision.apply()
     device = precision.device
@@ -420,7 +429,7 @@ def measure(args) -> int:
     if args.steps:
         lines += training_table(presets, args.batch_size, args.block_size, args.steps, args.warmup, precision)
     if args.new_tokens:
-        lines += generation_table(presets, args.new_tokens, device)
+        lines += generation_table(presets, args.new_tokens, device, args.repeats)
     write_lines(lines, Path(args.out))
     return 0
 

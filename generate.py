@@ -37,8 +37,8 @@ def build_parser() -> FlagParser:
     parser.add_argument("--seed", type=int, default=1337, help="random seed: the same seed gives the same text")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto picks cuda, then mps, then cpu")
     parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
-                        help="dtype of the weights while sampling (auto: bfloat16 on GPUs and CPUs that have it in "
-                             "hardware, else float32)")
+                        help="dtype of the weights while sampling (auto: bfloat16 on GPUs that have it, and on CPUs "
+                             "that have it in hardware for models of 1M parameters or more; else float32)")
     return parser
 
 
@@ -63,7 +63,6 @@ def sample(args: argparse.Namespace) -> int:
     """Print args.num_samples samples from args.checkpoint; the first token by token as it is drawn."""
     checkpoint = load_checkpoint(Path(args.checkpoint))
     device, _ = pick_device(args.device)
-    dtype, dtype_why = pick_weights_dtype(device, args.dtype)
     try:
         tokenizer = tokenizer_from_checkpoint(checkpoint)
     except ValueError as e:
@@ -83,7 +82,9 @@ def sample(args: argparse.Namespace) -> int:
     if len(prompt_ids) > context:
         raise CLIError(f"the prompt is {len(prompt_ids)} tokens, longer than the model's context of {context}: it would "
                        f"never see the start of it; shorten the prompt to its last {context} tokens or fewer")
-    model = model_from_checkpoint(checkpoint, device).to(dtype)
+    model = model_from_checkpoint(checkpoint, device)
+    dtype, dtype_why = pick_weights_dtype(device, args.dtype, model.num_params())
+    model.to(dtype)
     # On stderr, so stdout holds only the text. Keys and values are kept for n_kv_head heads only: grouped-query
     # attention shrinks the cache by n_head / n_kv_head.
     c, N = model.config, args.num_samples

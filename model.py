@@ -339,8 +339,8 @@ class GPT(nn.Module):
         """An empty KV cache for batch_size sequences of up to `length` positions (default block_size), on the model's
         device; forward(..., cache=...) fills it.
 
-        float32 even for bfloat16 weights: one query against up to 256 cached positions ran about 5x faster in float32
-        than in bfloat16 on a 2-core CPU (docs/BENCHMARKS.md), and the cache is small next to the weights.
+        float32 even for bfloat16 weights: attention of one query over the cached positions was several times faster in
+        float32 than in bfloat16 on a 2-core CPU (docs/BENCHMARKS.md), and the cache is small next to the weights.
         """
         return KVCache(self.config, batch_size, length or self.config.block_size, self.transformer.wte.weight.device, dtype)
 

@@ -71,11 +71,18 @@ def cpu_has_native_bfloat16() -> bool:
     return any(check() for check in checks if check is not None)  # private helpers: absent from some torch builds
 
 
-def pick_weights_dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
-    """Choose the dtype the weights are cast to for generation, and say why.
+# On a CPU, bfloat16 weights pay only once the float32 weights no longer sit in the caches: on the 2-core machine
+# (docs/BENCHMARKS.md, bench.py's generation table) small (3.2M parameters) and medium (10.8M) generated 1.1x to 1.9x
+# faster in bfloat16, but tiny (0.44M) 0.7x to 0.8x: its weights are read from cache either way and bfloat16's kernels
+# cost more per call.
+CPU_BFLOAT16_MIN_PARAMS = 1_000_000
+
+
+def pick_weights_dtype(device: torch.device, requested: str, n_params: int) -> tuple[torch.dtype, str]:
+    """Choose the dtype the weights of a model of n_params parameters are cast to for generation, and say why.
 
     Generating one token at a time reads every weight once per token and does little arithmetic with it, so its speed
-    is set by memory traffic: half-width weights are up to twice as fast. The logits are still float32 (GPT.forward).
+    is set by memory traffic: half-width weights halve it. The logits and the KV cache stay float32 (model.py).
     """
     if requested != "auto":
         if requested not in DTYPES:
@@ -85,10 +92,14 @@ def pick_weights_dtype(device: torch.device, requested: str) -> tuple[torch.dtyp
         if torch.cuda.is_bf16_supported(including_emulation=False):
             return torch.bfloat16, "this GPU supports bfloat16: half the memory traffic of float32"
         return torch.float16, "this GPU has no bfloat16; float16 halves the memory traffic"
-    if device.type == "cpu" and cpu_has_native_bfloat16():
-        return torch.bfloat16, ("this CPU has bfloat16 in hardware: faster than float32 for a small cost in loss "
-                                "(docs/BENCHMARKS.md); --dtype float32 to turn it off")
-    return torch.float32, f"full precision on {device.type}"
+    if device.type != "cpu":
+        return torch.float32, f"full precision on {device.type} (half-width weights unmeasured there)"
+    if not cpu_has_native_bfloat16():
+        return torch.float32, "this CPU has no bfloat16 in hardware"
+    if n_params < CPU_BFLOAT16_MIN_PARAMS:
+        return torch.float32, (f"a model under {CPU_BFLOAT16_MIN_PARAMS / 1e6:g}M parameters reads its weights from the "
+                               "CPU's caches anyway; bfloat16 measured slower there")
+    return torch.bfloat16, "this CPU has bfloat16 in hardware: half the memory read per token (docs/BENCHMARKS.md)"
 
 
 def pick_compile(device: torch.device, requested: str) -> tuple[bool, str]:

@@ -17,6 +17,7 @@ tests check; the draw_* functions only turn them into figures.
 
 import argparse
 import functools
+import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -122,6 +123,13 @@ def token_class(label: str) -> str:
 def attention_for(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     """The attention weights over the tokens idx (1, T): (n_layer, n_head, T, T), query rows, key columns, on the CPU."""
     return model.attention_maps(idx)[:, 0].float().cpu()  # (n_layer, B=1, nh, T, T) -> (n_layer, nh, T, T)
+
+
+def attention_by_distance(maps: torch.Tensor, farthest: int = 3) -> torch.Tensor:
+    """How far back each head looks: the mean weight a query gives the token d positions before it, for d = 0 (itself)
+    to farthest, over the queries that have such a token: (n_layer, n_head, farthest + 1)."""
+    T = maps.size(-1)
+    return torch.stack([maps.diagonal(offset=-d, dim1=-2, dim2=-1).mean(-1) for d in range(min(farthest, T - 1) + 1)], dim=-1)
 
 
 @torch.no_grad()
@@ -242,6 +250,8 @@ def draw_embeddings(points: torch.Tensor, explained: torch.Tensor, labels: list[
 def visualize(args: argparse.Namespace) -> int:
     """Check the checkpoint, prompt and folder, compute every picture's numbers, then write the PNGs."""
     checkpoint_path, out_dir = Path(args.checkpoint), Path(args.out_dir)
+    if importlib.util.find_spec("matplotlib") is None:
+        raise CLIError("visualize.py draws with matplotlib, which is not installed: pip install matplotlib")
     # Everything a user can get wrong is checked before the first file is written, so a mistake leaves nothing behind.
     checkpoint = load_checkpoint(checkpoint_path)
     device, _ = pick_device(args.device)
@@ -288,6 +298,11 @@ def visualize(args: argparse.Namespace) -> int:
     draw_attention(maps, prompt_labels, out_dir / "attention.png", f"Attention weights over {part}: "
                    f"{c.n_layer} layers x {c.n_head} heads ({checkpoint_path.name}, step {checkpoint['step']})")
     print(f"wrote {out_dir / 'attention.png'}: {c.n_layer} layers x {c.n_head} heads over {part}")
+    for layer, heads in enumerate(attention_by_distance(maps)):
+        for head, weights in enumerate(heads):
+            print(f"  layer {layer} head {head}: mean weight on the token itself, 1, 2, 3 back: "
+                  + ", ".join(f"{w:.0%}" for w in weights.tolist())
+                  + f"; most read: {visible(prompt_labels[int(maps[layer, head, 1:].mean(0).argmax())])!r}")
     draw_next_token(probs, SAMPLING_SETTINGS, labels, out_dir / "next_token.png",
                     f"Next token after \"{prompt_end}\": raw, then reshaped by temperature and top-k")
     print(f"wrote {out_dir / 'next_token.png'}: the {min(TOP_TOKENS, c.vocab_size)} likeliest next tokens under "

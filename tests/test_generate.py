@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import generate
+import precision
 import train
 from model import GPT
 from conftest import ROOT, TINY_FLAGS, run_train
@@ -82,6 +83,15 @@ def test_weights_dtype_is_named_and_bfloat16_samples(trained, capsys):
         assert f"weights {dtype} (requested with --dtype)" in captured.err
         outputs[dtype] = captured.out
     assert len(outputs["bfloat16"]) == len(outputs["float32"]) == 1 + 40 + 1
+
+
+@pytest.mark.parametrize("native, n_params, expected", [(True, 3_000_000, torch.bfloat16), (True, 400_000, torch.float32),
+                                                         (False, 3_000_000, torch.float32)])
+def test_cpu_weights_are_bfloat16_only_where_hardware_and_size_make_it_pay(monkeypatch, native, n_params, expected):
+    monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda: native)
+    dtype, why = precision.pick_weights_dtype(torch.device("cpu"), "auto", n_params)
+    assert dtype == expected and why
+    assert precision.pick_weights_dtype(torch.device("cpu"), "float16", n_params)[0] == torch.float16  # asked for
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """visualize.py: the numbers behind each picture (attention, next-token distributions, embedding PCA), the PNGs for a
 char run and a BPE checkpoint, and bad input that leaves nothing behind."""
 
+import importlib.util
 from dataclasses import asdict
 
 import pytest
@@ -142,8 +143,11 @@ def test_a_run_gets_every_picture(char_run, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     names = ["attention.png", "next_token.png", "embeddings.png", "loss.png"]  # loss.png: the run has metrics.csv
     assert png_files(out_dir) == {name: b"\x89PNG\r\n\x1a\n" for name in names}
-    assert [line.split(":")[0] for line in lines] == [f"wrote {out_dir / name}" for name in names]
-    assert f"over the prompt's {len(PROMPT)} tokens" in lines[0]
+    wrote = [line for line in lines if line.startswith("wrote ")]
+    assert [line.split(":")[0] for line in wrote] == [f"wrote {out_dir / name}" for name in names]
+    assert f"over the prompt's {len(PROMPT)} tokens" in wrote[0]
+    heads = [line for line in lines if line.startswith("  layer ")]  # how far back each head looks, one line a head
+    assert len(heads) == 1 * 2 and all("1, 2, 3 back:" in line for line in heads)  # TINY_FLAGS: 1 layer, 2 heads
 
 
 def test_a_bpe_checkpoint_without_metrics_gets_three_pictures(bpe_checkpoint, tmp_path, capsys):
@@ -152,7 +156,7 @@ def test_a_bpe_checkpoint_without_metrics_gets_three_pictures(bpe_checkpoint, tm
     assert visualize.main(["--checkpoint", str(bpe_checkpoint), "--prompt", "Ωμέγα 😀, to be", "--out_dir", str(out_dir),
                            "--device", "cpu"]) == 0
     assert png_files(out_dir) == {name: b"\x89PNG\r\n\x1a\n" for name in ["attention.png", "next_token.png", "embeddings.png"]}
-    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert sum(line.startswith("wrote ") for line in capsys.readouterr().out.splitlines()) == 3
 
 
 def test_a_long_prompt_shows_its_first_tokens_and_says_so(char_run, tmp_path, capsys, monkeypatch):
@@ -198,3 +202,26 @@ def test_bad_input_is_one_line_and_writes_nothing(case, char_run, tmp_path, caps
         assert out_dir.read_text() == "keep me"
     else:
         assert not (tmp_path / "pictures").exists()
+
+
+def test_attention_by_distance_reads_the_diagonals():
+    T = 6
+    previous = torch.zeros(1, 2, T, T)
+    previous[0, 0] = torch.eye(T).roll(-1, dims=1).tril()  # head 0: all weight one token back (the first: itself)
+    previous[0, 0, 0, 0] = 1.0
+    previous[0, 1] = torch.ones(T, T).tril() / torch.arange(1, T + 1)[:, None]  # head 1: even over the past
+    by_distance = visualize.attention_by_distance(previous)  # (1, 2, 4)
+    assert by_distance.shape == (1, 2, 4)
+    assert by_distance[0, 0].tolist() == pytest.approx([1 / T, 1.0, 0.0, 0.0])
+    expected_even = [sum(1 / (t + 1) for t in range(d, T)) / (T - d) for d in range(4)]
+    assert by_distance[0, 1].tolist() == pytest.approx(expected_even)
+
+
+def test_without_matplotlib_one_line_says_how_to_get_it(char_run, tmp_path, capsys, monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    out_dir = tmp_path / "pictures"
+    assert visualize.main(["--checkpoint", str(char_run / "best.pt"), "--out_dir", str(out_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "pip install matplotlib" in err
+    assert not out_dir.exists()
