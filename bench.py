@@ -86,11 +86,17 @@ def time_generation(preset: str, new_tokens: int, device: torch.device, use_cach
     return sorted(rates)[len(rates) // 2]
 
 
+def half_width_dtype(device: torch.device) -> torch.dtype:
+    """The 16-bit dtype generation's weights are measured in on this device: bfloat16 where it is native (or on a CPU,
+    to show what it costs there), float16 elsewhere."""
+    native_bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False))
+    return torch.bfloat16 if native_bf16 else torch.float16
+
+
 def generation_table(presets: list[str], new_tokens: int, device: torch.device, repeats: int) -> list[str]:
     """Markdown lines: tokens/s per preset for full recomputation, the slide and shift windows, and shift with
     half-width weights (generate.py's choice where it pays: precision.pick_weights_dtype)."""
-    native_bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False))
-    fast_dtype = torch.bfloat16 if native_bf16 else torch.float16  # half-width weights, for every preset
+    fast_dtype = half_width_dtype(device)
     fast = str(fast_dtype).removeprefix("torch.")
     lines = ["", f"Generation, {new_tokens} new tokens from a one-token prompt, batch 1, tokens/s, the median of "
              f"{repeats} run{'s' * (repeats > 1)} (recompute: the whole "
@@ -327,6 +333,15 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None
             row(f"{preset}, batch {batch} x {block}, {dtype_name}, compile {'on' if use_compile else 'off'}",
                 f"{1000 * r['s_per_step']:,.1f} ms/step, {r['tokens_per_s']:,.0f} tokens/s"
                 + (f", compiled in {r['compile_s']:.1f} s" if use_compile else ""))
+
+    new_tokens, repeats = (20, 1) if smoke else (500, 3)
+    fast_dtype = half_width_dtype(device)
+    for preset in presets:
+        rates = [time_generation(preset, new_tokens, device, use_cache, window, dtype, repeats)
+                 for use_cache, window, dtype in [(False, "slide", torch.float32), (True, "shift", torch.float32),
+                                                  (True, "shift", fast_dtype)]]
+        row(f"{preset}, generating {new_tokens} tokens, batch 1", f"recompute {rates[0]:,.0f} tokens/s, shift cached "
+            f"{rates[1]:,.0f}, shift cached with {str(fast_dtype).removeprefix('torch.')} weights {rates[2]:,.0f}")
 
     run_dir = work_dir / "gpu-check-run"
     flags = (["--preset", "tiny", "--n_layer", "1", "--n_embd", "32", "--block_size", "32", "--batch_size", "8",

@@ -75,6 +75,12 @@ def agree(values: list[float], ranks: Ranks, op: str = "max") -> list[float]:
     return t.tolist()
 
 
+def wait_for_all(ranks: Ranks) -> None:
+    """Return once every rank has got here (a no-op outside torchrun)."""
+    if ranks.launched:
+        dist.barrier(group=ranks.cpu_group)
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum a device tensor over every rank, in place (a no-op in one process)."""
     if dist.is_initialized():

@@ -385,6 +385,8 @@ class GPT(nn.Module):
         """
         if window not in WINDOWS:
             raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
+        if max_new_tokens <= 0:
+            return
         context = min(block_size or self.config.block_size, self.config.block_size)
         text = idx[:, -context:]  # (B, <= context): the running text the model sees, never longer than its window
         cache = self.new_cache(idx.size(0), context) if use_cache else None

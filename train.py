@@ -37,7 +37,7 @@ from checkpoint import (load_checkpoint, restore_optimizer, restore_scaler, rng_
                         set_rng_states)
 from cli import EXIT_FAILED, EXIT_INTERRUPTED, CLIError, FlagParser, add_dataclass_flags
 from dataset import DATA_SHA256, DATA_URL, DEFAULT_DATA, DataError, TokenData, prepare, write_atomically
-from distributed import Ranks, agree, all_reduce_sum, start_ranks, stop_ranks
+from distributed import Ranks, agree, all_reduce_sum, start_ranks, stop_ranks, wait_for_all
 from evaluation import EVAL_BATCH_SIZE, count_chars, eval_windows, evaluate, window_batches
 from metrics import append_metrics, append_train_log, plot_metrics, start_metrics, start_train_log
 from model import GPT, PRESETS, GPTConfig
@@ -607,6 +607,9 @@ def run(given: dict, ranks: Ranks) -> None:
         generator = torch.Generator().manual_seed(cfg.seed)
         out = model.generate(start, cfg.sample_chars, temperature=0.8, top_k=40, generator=generator)
         print("sample from the final model:\n" + tokenizer.decode(out[0, len(start_ids):].tolist()))
+    # The ranks leave together: a rank that tore the process group down while rank 0 was still sampling has been seen
+    # to abort (gloo, 2 CPU ranks).
+    wait_for_all(ranks)
 
 
 if __name__ == "__main__":

@@ -392,3 +392,5 @@ def test_gpu_check_smoke_run_makes_the_table(small_text, tmp_path, capsys):
     assert any("compile off" in r and "ms/step" in r for r in rows) and any("compile on" in r for r in rows)
     assert any("time to val loss 9" in r and "s of training (step 0)" in r for r in rows)  # 9 > ln(vocab): step 0
     assert any("best val loss" in r for r in rows)
+    generation = [r for r in rows if "generating 20 tokens" in r]
+    assert len(generation) == 1 and "recompute" in generation[0] and "bfloat16 weights" in generation[0]
