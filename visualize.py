@@ -298,11 +298,15 @@ def visualize(args: argparse.Namespace) -> int:
     draw_attention(maps, prompt_labels, out_dir / "attention.png", f"Attention weights over {part}: "
                    f"{c.n_layer} layers x {c.n_head} heads ({checkpoint_path.name}, step {checkpoint['step']})")
     print(f"wrote {out_dir / 'attention.png'}: {c.n_layer} layers x {c.n_head} heads over {part}")
-    for layer, heads in enumerate(attention_by_distance(maps)):
+    by_distance = attention_by_distance(maps)  # (n_layer, nh, up to 4): the token itself, 1, 2, 3 back
+    distances = ", ".join(["the token itself", *map(str, range(1, by_distance.size(-1)))][:by_distance.size(-1)])
+    for layer, heads in enumerate(by_distance):
         for head, weights in enumerate(heads):
-            print(f"  layer {layer} head {head}: mean weight on the token itself, 1, 2, 3 back: "
-                  + ", ".join(f"{w:.0%}" for w in weights.tolist())
-                  + f"; most read: {visible(prompt_labels[int(maps[layer, head, 1:].mean(0).argmax())])!r}")
+            # The key with the most weight, averaged over the queries after the first (which can only read itself).
+            most_read = int(maps[layer, head, min(1, maps.size(-1) - 1):].mean(0).argmax())
+            print(f"  layer {layer} head {head}: mean weight on {distances}"
+                  + (" back" if by_distance.size(-1) > 1 else "") + ": " + ", ".join(f"{w:.0%}" for w in weights.tolist())
+                  + f"; most read: {visible(prompt_labels[most_read])!r}")
     draw_next_token(probs, SAMPLING_SETTINGS, labels, out_dir / "next_token.png",
                     f"Next token after \"{prompt_end}\": raw, then reshaped by temperature and top-k")
     print(f"wrote {out_dir / 'next_token.png'}: the {min(TOP_TOKENS, c.vocab_size)} likeliest next tokens under "

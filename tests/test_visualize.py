@@ -225,3 +225,12 @@ def test_without_matplotlib_one_line_says_how_to_get_it(char_run, tmp_path, caps
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "pip install matplotlib" in err
     assert not out_dir.exists()
+
+
+def test_a_one_token_prompt_still_draws_and_reports(char_run, tmp_path, capsys):
+    out_dir = tmp_path / "pictures"
+    capsys.readouterr()
+    assert visualize.main(["--checkpoint", str(char_run / "best.pt"), "--prompt", "T", "--out_dir", str(out_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "  layer 0 head 0: mean weight on the token itself: 100%; most read: 'T'" in lines
+    assert (out_dir / "attention.png").read_bytes()[:4] == b"\x89PNG"
