@@ -69,6 +69,12 @@ def test_bpe_end_to_end_train_resume_generate_evaluate(many_scripts, tmp_path, c
     sample = capsys.readouterr().out
     assert sample.startswith("Ωμέγα Жß ") and len(sample) > len("Ωμέγα Жß \n")
     assert generate.main(sample_flags) == 0 and capsys.readouterr().out == sample  # seeded: the same text again
+    # Several samples as one batch, each row through its own stream decoder: greedy rows are the same tokens, so the
+    # same text, whole characters and all (a decoder shared between rows would splice their bytes together).
+    assert generate.main([*sample_flags, "--num_samples", "3", "--temperature", "0"]) == 0
+    samples = capsys.readouterr().out.split("\n" + "-" * 40 + "\n")
+    assert len(samples) == 3 and samples[0] == samples[1] == samples[2]
+    assert samples[0].startswith("Ωμέγα Жß ")
 
     assert evaluate.main(["--checkpoint", str(out_dir / "last.pt"), "--device", "cpu"]) == 0
     report = capsys.readouterr().out
