@@ -7,6 +7,7 @@
 #   bash docs/ablate.sh muon_lr   # the Muon learning rates tried, fixed steps
 #   bash docs/ablate.sh targets   # back to back: the CPU default (300 s) with the GPT-2 recipe, then the modern
 #                                 # one, and when the modern run first reached GPT-2's final loss
+#   bash docs/ablate.sh targets_muon_lr   # the same, the modern recipe at Muon lr 1e-3 to 1.6e-2
 #
 # Each run is a plain train.py run in out/ablate/MODE/VARIANT/seedN; the table (final full-val loss per seed, mean
 # loss and bits/char, training tokens/s, parameters) is printed and written to out/ablate/MODE.md by
@@ -96,6 +97,19 @@ case $mode in
     done
     gpt2_loss=$(tail -n 1 "$root/gpt2-300s/seed${seeds%% *}/metrics.csv" | cut -d, -f3)
     "$PY" bench.py --metrics "$root/modern-300s/seed${seeds%% *}/metrics.csv" --target_loss "$gpt2_loss" ;;
-  *) echo "usage: bash docs/ablate.sh steps|time|muon_lr|targets" >&2; exit 2 ;;
+  targets_muon_lr)
+    # The targets' runs again, with the modern recipe at five Muon learning rates: the one chosen from 600-step runs
+    # (8e-3), an eighth, a quarter, half and twice it: does a 300-s run want another one? GPT-2 first, all back to back.
+    for seed in $seeds; do
+      run gpt2-300s "$seed" "--recipe gpt2" --eval_interval 250
+      for lr in 1e-3 2e-3 4e-3 8e-3 1.6e-2; do
+        run "modern-300s-muon-lr-$lr" "$seed" "--recipe modern --muon_lr $lr" --eval_interval 250
+      done
+    done
+    gpt2_loss=$(tail -n 1 "$root/gpt2-300s/seed${seeds%% *}/metrics.csv" | cut -d, -f3)
+    for lr in 1e-3 2e-3 4e-3 8e-3 1.6e-2; do
+      echo "muon_lr $lr: $("$PY" bench.py --metrics "$root/modern-300s-muon-lr-$lr/seed${seeds%% *}/metrics.csv" --target_loss "$gpt2_loss")"
+    done ;;
+  *) echo "usage: bash docs/ablate.sh steps|time|muon_lr|targets|targets_muon_lr" >&2; exit 2 ;;
 esac
 "$PY" bench.py --compare "$root" --out "out/ablate/$mode.md"
