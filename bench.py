@@ -93,11 +93,22 @@ def half_width_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if native_bf16 else torch.float16
 
 
+# The ways of generating that bench.py times, by name: (use_cache, window, half-width weights).
+GENERATION_WAYS = {"recompute": (False, "slide", False), "slide": (True, "slide", False), "shift": (True, "shift", False),
+                   "shift_half": (True, "shift", True)}
+
+
+def generation_rates(preset: str, new_tokens: int, device: torch.device, repeats: int) -> dict[str, float]:
+    """Tokens/s for each of GENERATION_WAYS: full recomputation of the window at every step (nanoGPT's sample.py), the
+    KV cache with the slide and shift windows, and shift with half-width weights."""
+    half = half_width_dtype(device)
+    return {name: time_generation(preset, new_tokens, device, use_cache, window, half if halved else torch.float32,
+                                  repeats) for name, (use_cache, window, halved) in GENERATION_WAYS.items()}
+
+
 def generation_table(presets: list[str], new_tokens: int, device: torch.device, repeats: int) -> list[str]:
-    """Markdown lines: tokens/s per preset for full recomputation, the slide and shift windows, and shift with
-    half-width weights (generate.py's choice where it pays: precision.pick_weights_dtype)."""
-    fast_dtype = half_width_dtype(device)
-    fast = str(fast_dtype).removeprefix("torch.")
+    """Markdown lines: generation_rates per preset, and the speed-ups of shift over recomputation."""
+    fast = str(half_width_dtype(device)).removeprefix("torch.")
     lines = ["", f"Generation, {new_tokens} new tokens from a one-token prompt, batch 1, tokens/s, the median of "
              f"{repeats} run{'s' * (repeats > 1)} (recompute: the whole "
              "window at every step, as nanoGPT's sample.py; slide: the same window, cached while the text fits; shift: "
@@ -106,13 +117,9 @@ def generation_table(presets: list[str], new_tokens: int, device: torch.device, 
              f"| shift {fast} / recompute |", "|---|---:|---:|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
     for preset in presets:
-        recompute = time_generation(preset, new_tokens, device, use_cache=False, window="slide", repeats=repeats)
-        slide = time_generation(preset, new_tokens, device, use_cache=True, window="slide", repeats=repeats)
-        shift = time_generation(preset, new_tokens, device, use_cache=True, window="shift", repeats=repeats)
-        shift_fast = time_generation(preset, new_tokens, device, use_cache=True, window="shift", dtype=fast_dtype,
-                                     repeats=repeats)
-        lines.append(f"| {preset} | {recompute:,.0f} | {slide:,.0f} | {shift:,.0f} | {shift_fast:,.0f} | "
-                     f"{shift / recompute:.1f}x | {shift_fast / recompute:.1f}x |")
+        r = generation_rates(preset, new_tokens, device, repeats)
+        lines.append(f"| {preset} | {r['recompute']:,.0f} | {r['slide']:,.0f} | {r['shift']:,.0f} | "
+                     f"{r['shift_half']:,.0f} | {r['shift'] / r['recompute']:.1f}x | {r['shift_half'] / r['recompute']:.1f}x |")
         print(lines[-1], flush=True)
     return lines
 
@@ -335,13 +342,11 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None
                 + (f", compiled in {r['compile_s']:.1f} s" if use_compile else ""))
 
     new_tokens, repeats = (20, 1) if smoke else (500, 3)
-    fast_dtype = half_width_dtype(device)
     for preset in presets:
-        rates = [time_generation(preset, new_tokens, device, use_cache, window, dtype, repeats)
-                 for use_cache, window, dtype in [(False, "slide", torch.float32), (True, "shift", torch.float32),
-                                                  (True, "shift", fast_dtype)]]
-        row(f"{preset}, generating {new_tokens} tokens, batch 1", f"recompute {rates[0]:,.0f} tokens/s, shift cached "
-            f"{rates[1]:,.0f}, shift cached with {str(fast_dtype).removeprefix('torch.')} weights {rates[2]:,.0f}")
+        r = generation_rates(preset, new_tokens, device, repeats)
+        row(f"{preset}, generating {new_tokens} tokens, batch 1", f"recompute {r['recompute']:,.0f} tokens/s, slide "
+            f"cached {r['slide']:,.0f}, shift cached {r['shift']:,.0f}, shift cached with "
+            f"{str(half_width_dtype(device)).removeprefix('torch.')} weights {r['shift_half']:,.0f}")
 
     run_dir = work_dir / "gpu-check-run"
     flags = (["--preset", "tiny", "--n_layer", "1", "--n_embd", "32", "--block_size", "32", "--batch_size", "8",
