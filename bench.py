@@ -33,18 +33,21 @@ from dataset import DEFAULT_DATA
 from metrics import read_metrics
 from model import GPT, PRESETS, GPTConfig
 from precision import Precision, make_precision, synchronize
-from step import compile_for_training, configure_optimizer, get_batch, sample_starts, train_step
+from step import RECIPES, compile_for_training, configure_optimizer, get_batch, sample_starts, train_step
 
 # train.py's defaults for AdamW, so the optimizer step timed here is the one training takes.
 LEARNING_RATE, WEIGHT_DECAY, BETAS = 1e-3, 0.1, (0.9, 0.99)
 
 
-def time_training(preset: str, batch_size: int, block_size: int, steps: int, warmup: int, precision: Precision) -> dict:
-    """Seconds per optimizer step of preset at batch_size x block_size, after warmup steps."""
+def time_training(preset: str, batch_size: int, block_size: int, steps: int, warmup: int, precision: Precision,
+                  recipe: str = "gpt2") -> dict:
+    """Seconds per optimizer step of preset, built and optimized as train.py's --recipe makes it, at batch_size x
+    block_size, after warmup steps."""
     device = precision.device
     torch.manual_seed(0)
-    model = GPT(replace(PRESETS[preset], vocab_size=65, block_size=block_size)).to(device)
-    optimizers = configure_optimizer(model, LEARNING_RATE, WEIGHT_DECAY, BETAS, device)
+    pieces = {k: v for k, v in RECIPES[recipe].items() if k != "optimizer"}
+    model = GPT(replace(PRESETS[preset], vocab_size=65, block_size=block_size, **pieces)).to(device)
+    optimizers = configure_optimizer(model, LEARNING_RATE, WEIGHT_DECAY, BETAS, device, kind=RECIPES[recipe]["optimizer"])
     scaler = precision.new_scaler()
     data = np.random.default_rng(0).integers(65, size=100_000, dtype=np.uint16)
     generator = torch.Generator().manual_seed(0)
@@ -306,7 +309,7 @@ def optimizer_table(presets: list[str], steps: int, warmup: int, device: torch.d
 def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None) -> list[str]:
     """The GPU check (docs/gpu_check.sh) as markdown lines: one table of the `gpu` tests' result, training speed per
     preset in the device's dtype with compile off and on, and a medium train.py run's time to target_loss and best val
-    loss. With smoke, tiny sizes on whatever device this is (a CPU in the tests), to check the plumbing."""
+    loss with each recipe. With smoke, tiny sizes on whatever device this is (a CPU in the tests), to check the plumbing."""
     precision = make_precision("auto", "auto", "off")
     device = precision.device
     if device.type == "cpu" and not smoke:
@@ -348,25 +351,28 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None
             f"cached {r['slide']:,.0f}, shift cached {r['shift']:,.0f}, shift cached with "
             f"{str(half_width_dtype(device)).removeprefix('torch.')} weights {r['shift_half']:,.0f}")
 
-    run_dir = work_dir / "gpu-check-run"
-    flags = (["--preset", "tiny", "--n_layer", "1", "--n_embd", "32", "--block_size", "32", "--batch_size", "8",
-              "--max_iters", "20", "--eval_interval", "10"] if smoke else ["--preset", "medium"])
-    if data is not None:
-        flags += ["--data", str(data)]
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "train.py", *flags, "--out_dir", str(run_dir), "--overwrite",
-                           "--sample_chars", "0"], cwd=root, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        row(f"`train.py {' '.join(flags)}`", f"failed (exit {proc.returncode}): "
-            + (proc.stderr.strip().splitlines() or ["?"])[-1].replace("|", "/"))
-        return lines
-    hit, best, last = first_and_best(run_dir / "metrics.csv", target_loss)
-    run_name = "tiny (smoke)" if smoke else "medium"
-    row(f"{run_name}: time to val loss {target_loss}", "not reached" if hit is None else
-        f"{hit['elapsed_s']:.1f} s of training (step {hit['step']:.0f})")
-    row(f"{run_name}: best val loss", f"{best['val_loss']:.4f} at step {best['step']:.0f}; {last['step']:.0f} steps in "
-        f"{last['elapsed_s']:.1f} s of training, {wall:.0f} s wall")
+    # The workshop's medium run, with the GPT-2 recipe and then the modern one (docs/ablate.sh measures the pieces on
+    # a CPU; this is the same comparison at the GPU's size): time to target_loss and best val loss of each.
+    for recipe in RECIPES:
+        run_dir = work_dir / f"gpu-check-run-{recipe}"
+        flags = (["--preset", "tiny", "--n_layer", "1", "--n_embd", "32", "--block_size", "32", "--batch_size", "8",
+                  "--max_iters", "20", "--eval_interval", "10"] if smoke else ["--preset", "medium"]) + ["--recipe", recipe]
+        if data is not None:
+            flags += ["--data", str(data)]
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "train.py", *flags, "--out_dir", str(run_dir), "--overwrite",
+                               "--sample_chars", "0"], cwd=root, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode:
+            row(f"`train.py {' '.join(flags)}`", f"failed (exit {proc.returncode}): "
+                + (proc.stderr.strip().splitlines() or ["?"])[-1].replace("|", "/"))
+            continue
+        hit, best, last = first_and_best(run_dir / "metrics.csv", target_loss)
+        run_name = f"{'tiny (smoke)' if smoke else 'medium'}, recipe {recipe}"
+        row(f"{run_name}: time to val loss {target_loss}", "not reached" if hit is None else
+            f"{hit['elapsed_s']:.1f} s of training (step {hit['step']:.0f})")
+        row(f"{run_name}: best val loss", f"{best['val_loss']:.4f} at step {best['step']:.0f}; {last['step']:.0f} steps "
+            f"in {last['elapsed_s']:.1f} s of training, {wall:.0f} s wall")
     return lines
 
 
@@ -374,6 +380,7 @@ def main(argv=None) -> int:
     """Command-line entry point."""
     parser = FlagParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets to time")
+    parser.add_argument("--recipes", default="gpt2", help="comma-separated train.py recipes to time each preset with (gpt2, modern)")
     parser.add_argument("--batch_size", type=int, default=64, help="sequences per training step")
     parser.add_argument("--block_size", type=int, default=256, help="training context length")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per preset (0: skip training)")
@@ -435,6 +442,10 @@ def measure(args) -> int:
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise CLIError(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    recipes = tuple(args.recipes.split(","))
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        raise CLIError(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
     if min(args.batch_size, args.block_size, args.repeats) < 1 or min(args.steps, args.warmup, args.new_tokens) < 0:
         raise CLIError("--batch_size, --block_size and --repeats must be positive, --steps, --warmup and --new_tokens >= 0")
     precision = make_precision(args.device, args.dtype, args.compile)
@@ -447,7 +458,7 @@ def measure(args) -> int:
         write_lines(lines + optimizer_table(presets, max(args.steps, 1), args.warmup, device), Path(args.out))
         return 0
     if args.steps:
-        lines += training_table(presets, args.batch_size, args.block_size, args.steps, args.warmup, precision)
+        lines += training_table(presets, args.batch_size, args.block_size, args.steps, args.warmup, precision, recipes)
     if args.new_tokens:
         lines += generation_table(presets, args.new_tokens, device, args.repeats)
     write_lines(lines, Path(args.out))
@@ -455,18 +466,19 @@ def measure(args) -> int:
 
 
 def training_table(presets: list[str], batch_size: int, block_size: int, steps: int, warmup: int,
-                   precision: Precision) -> list[str]:
-    """Markdown lines: ms/step, tokens/s and compile seconds per preset, in precision's dtype."""
+                   precision: Precision, recipes: tuple[str, ...] = ("gpt2",)) -> list[str]:
+    """Markdown lines: ms/step, tokens/s and compile seconds per preset and recipe, in precision's dtype."""
     dtype_name = str(precision.dtype).removeprefix("torch.")
     lines = ["", f"Training, batch {batch_size} x {block_size}, {dtype_name}, compile {'on' if precision.compile else 'off'}, "
              f"{steps} timed steps after {warmup} warm-up:", "",
-             "| preset | parameters | ms/step | tokens/s | compile s |", "|---|---:|---:|---:|---:|"]
+             "| preset | recipe | parameters | ms/step | tokens/s | compile s |", "|---|---|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
     for preset in presets:
-        r = time_training(preset, batch_size, block_size, steps, warmup, precision)
-        lines.append(f"| {preset} | {r['params']:,} | {1000 * r['s_per_step']:,.1f} | {r['tokens_per_s']:,.0f} | "
-                     f"{r['compile_s']:.1f} |")
-        print(lines[-1], flush=True)
+        for recipe in recipes:
+            r = time_training(preset, batch_size, block_size, steps, warmup, precision, recipe)
+            lines.append(f"| {preset} | {recipe} | {r['params']:,} | {1000 * r['s_per_step']:,.1f} | "
+                         f"{r['tokens_per_s']:,.0f} | {r['compile_s']:.1f} |")
+            print(lines[-1], flush=True)
     return lines
 
 

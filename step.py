@@ -46,6 +46,16 @@ def has_fused_adamw(device_type: str) -> bool:
 
 MUON_TORCH = "2.9"  # the first torch with torch.optim.Muon
 
+# The workshop's GPT-2 and the 2026 pieces measured to help on this data (docs/ablate.sh, docs/BENCHMARKS.md): what
+# --recipe sets. A flag given on its own overrides the recipe's value, so `--recipe modern --optimizer adamw` is the
+# modern model trained with AdamW alone.
+RECIPES = {
+    "gpt2": {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False, "n_kv_head": None,
+             "tie_weights": True, "optimizer": "adamw"},
+    "modern": {"position": "rope", "norm": "layernorm", "mlp": "relu2", "qk_norm": False, "n_kv_head": None,
+               "tie_weights": True, "optimizer": "muon"},
+}
+
 
 def split_params(model: GPT, kind: str) -> dict[str, list[torch.nn.Parameter]]:
     """The model's parameters by how they are optimized: every parameter in exactly one list.

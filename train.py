@@ -42,7 +42,7 @@ from evaluation import EVAL_BATCH_SIZE, count_chars, eval_windows, evaluate, win
 from metrics import append_metrics, append_train_log, plot_metrics, start_metrics, start_train_log
 from model import GPT, PRESETS, GPTConfig
 from precision import Precision, make_precision
-from step import MUON_TORCH, compile_for_training, configure_optimizer, get_batch, sample_starts, train_step
+from step import MUON_TORCH, RECIPES, compile_for_training, configure_optimizer, get_batch, sample_starts, train_step
 from tokenizer import check_bpe_vocab_size, tokenizer_from_checkpoint, tokenizer_to_dict
 
 
@@ -61,7 +61,7 @@ class TrainConfig:
     grad_accum_steps: int = field(default=1, metadata={"help": "split each step's batch into this many micro-steps, to fit memory; same result"})
     max_iters: int = field(default=5000, metadata={"help": "optimizer steps in the whole run"})
     time_budget: float = field(default=0.0, metadata={"help": "seconds of training; the run and its LR schedule end when they are spent (0: no limit)"})
-    recipe: str = field(default="gpt2", metadata={"help": "a bundle of architecture pieces and optimizer (RECIPES in train.py); flags given on their own override it", "choices": ["gpt2", "modern"]})
+    recipe: str = field(default="gpt2", metadata={"help": "a bundle of architecture pieces and optimizer (RECIPES in step.py); flags given on their own override it", "choices": ["gpt2", "modern"]})
     optimizer: str = field(default="adamw", metadata={"help": "adamw for everything, or muon for the weight matrices inside the blocks and AdamW for the rest", "choices": ["adamw", "muon"]})
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate, reached at the end of warmup"})
     muon_lr: float | None = field(default=None, metadata={"help": "peak learning rate of the Muon group (--optimizer muon), in AdamW's units; scheduled like --learning_rate", "default_help": "--learning_rate"})
@@ -92,23 +92,15 @@ class RunControls:
 
 
 # What `python train.py` runs when the device is a CPU and no --preset was given: the medium preset would take about a
-# day there. Five minutes of the tiny preset instead, with the batch, context and learning rate that reached the
-# lowest full-val loss in 100-second runs on a 2-core machine (docs/tune_cpu.sh), and Muon at twice AdamW's rate where
-# --optimizer muon asks for it (docs/ablate.sh). The recipe stays GPT-2's: over the full 300 s the modern one ended
-# level with it (docs/BENCHMARKS.md). Flags override.
-CPU_DEFAULTS = {"preset": "tiny", "batch_size": 32, "block_size": 64, "learning_rate": 4e-3, "muon_lr": 8e-3,
+# day there. Five minutes of the tiny preset instead (its context of 256 included), with the modern recipe, which beat
+# GPT-2 over the same 300 s back to back (docs/ablate.sh cpu_default, docs/BENCHMARKS.md). Batch 8 x 256 tied for
+# best among the modern recipe's batch and context sizes tried there; AdamW's 4e-3 won GPT-2's 100-second runs
+# (docs/tune_cpu.sh) and Muon's 2e-3 the 300-s ones (docs/ablate.sh targets_muon_lr). Flags override.
+CPU_DEFAULTS = {"preset": "tiny", "recipe": "modern", "batch_size": 8, "learning_rate": 4e-3, "muon_lr": 2e-3,
                 "warmup_iters": 50, "time_budget": 300.0, "max_iters": 100_000, "eval_interval": 1000}
-
-
-# The workshop's GPT-2 and the 2026 pieces measured to help on this data (docs/ablate.sh, docs/BENCHMARKS.md): what
-# --recipe sets. A flag given on its own overrides the recipe's value, so `--recipe modern --optimizer adamw` is the
-# modern model trained with AdamW alone.
-RECIPES = {
-    "gpt2": {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False, "n_kv_head": None,
-             "tie_weights": True, "optimizer": "adamw"},
-    "modern": {"position": "rope", "norm": "layernorm", "mlp": "relu2", "qk_norm": False, "n_kv_head": None,
-               "tie_weights": True, "optimizer": "muon"},
-}
+# With --recipe gpt2 (or a torch without Muon, which the quick run then falls back to), GPT-2's own best: its learned
+# position table trains far slower at batch 8 x 256 (docs/BENCHMARKS.md), and batch 32 x 64 won its 100-s runs.
+CPU_DEFAULTS_GPT2 = {"batch_size": 32, "block_size": 64}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -482,8 +474,14 @@ def resolve_configs(given: dict, device: torch.device, resume_from: dict | None)
                        "(a char vocabulary is simply every character in the text)")
     settings = dict(given)
     if device.type == "cpu" and "preset" not in given:
-        settings = {**CPU_DEFAULTS, **given}
-        print(f"CPU and no --preset: using a quick run ({', '.join(f'{k}={v}' for k, v in CPU_DEFAULTS.items())}); "
+        recipe = given.get("recipe", CPU_DEFAULTS["recipe"])
+        if "recipe" not in given and not hasattr(torch.optim, "Muon"):  # the modern recipe trains with Muon
+            recipe = "gpt2"
+            print(f"torch {torch.__version__} has no Muon optimizer (torch {MUON_TORCH} or newer has): "
+                  "the quick run falls back to the gpt2 recipe")
+        defaults = {**CPU_DEFAULTS, "recipe": recipe, **(CPU_DEFAULTS_GPT2 if recipe == "gpt2" else {})}
+        settings = {**defaults, **given}
+        print(f"CPU and no --preset: using a quick run ({', '.join(f'{k}={v}' for k, v in defaults.items())}); "
               "pass --preset or any of these flags to choose yourself")
     preset = settings.pop("preset", None) or "medium"
     settings = {**RECIPES[settings.get("recipe", TrainConfig.recipe)], **settings}  # flags given win over the recipe

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces the pictures in README's "How it works" (docs/pictures/*.png) and the figures behind generate.py's
-# defaults (the window policy and the weights' dtype), from one real checkpoint: the CPU default's.
+# defaults (the window policy and the weights' dtype), from one real checkpoint: the GPT-2 CPU default's (the CPU
+# default until issue 10 made it the modern recipe at context 128; these flags put those settings back).
 #
-#   bash docs/pictures.sh            # trains `python train.py` (the CPU default, 300 s) into out/pictures-run
-#                                    # unless that run's best.pt exists, then draws and measures
+#   bash docs/pictures.sh            # trains `python train.py --recipe gpt2 --batch_size 32 --block_size 64` (300 s)
+#                                    # into out/pictures-run unless that run's best.pt exists, then draws and measures
 #   RUN=out/my-run bash docs/pictures.sh    # any other finished run
 #
 # Prints: visualize.py's lines; evaluate.py's full-val loss with the checkpoint's whole context, with half of it (the
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 run=${RUN:-out/pictures-run}
 if [ ! -f "$run/best.pt" ]; then
-  $PY train.py --out_dir "$run" --overwrite
+  $PY train.py --out_dir "$run" --overwrite --recipe gpt2 --batch_size 32 --block_size 64
 fi
 $PY visualize.py --checkpoint "$run/best.pt" --out_dir docs/pictures --device cpu
 block=$($PY -c "import sys, torch; print(torch.load(sys.argv[1], weights_only=True)['model_config']['block_size'])" "$run/best.pt")

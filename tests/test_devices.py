@@ -390,7 +390,8 @@ def test_gpu_check_smoke_run_makes_the_table(small_text, tmp_path, capsys):
     rows = [line for line in table if line.startswith("| ") and not line.startswith("| check")]
     assert rows[0].startswith("| `pytest -m gpu` |")
     assert any("compile off" in r and "ms/step" in r for r in rows) and any("compile on" in r for r in rows)
-    assert any("time to val loss 9" in r and "s of training (step 0)" in r for r in rows)  # 9 > ln(vocab): step 0
-    assert any("best val loss" in r for r in rows)
+    for recipe in ("gpt2", "modern"):  # the medium run with each recipe
+        assert any(f"recipe {recipe}: time to val loss 9" in r and "s of training (step 0)" in r for r in rows)  # 9 > ln(vocab)
+        assert any(f"recipe {recipe}: best val loss" in r for r in rows)
     generation = [r for r in rows if "generating 20 tokens" in r]
     assert len(generation) == 1 and "recompute" in generation[0] and "bfloat16 weights" in generation[0]

@@ -461,7 +461,7 @@ def test_a_flag_given_alone_wins_over_the_recipe(small_text, tmp_path):
     assert resolved(recipe="gpt2") == resolved()
     assert resolved(recipe="gpt2")[1] == train.PRESETS["tiny"]  # gpt2 is the GPTConfig defaults
     _, cpu_default = train.resolve_configs({"recipe": "modern"}, torch.device("cpu"), None)  # with CPU_DEFAULTS too
-    assert cpu_default.position == "rope" and cpu_default.block_size == train.CPU_DEFAULTS["block_size"]
+    assert cpu_default.position == "rope" and cpu_default.n_layer == train.PRESETS[train.CPU_DEFAULTS["preset"]].n_layer
 
 
 def test_bpe_with_the_modern_recipe(small_text, tmp_path, capsys):

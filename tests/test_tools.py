@@ -3,12 +3,16 @@
 import ast
 import math
 import re
+from dataclasses import replace
 
 import pytest
 
 import bench
+import cli
 import evaluate
+import train
 from conftest import ROOT, read_metrics, run_train
+from model import GPT, PRESETS
 from precision import make_precision
 
 
@@ -20,13 +24,30 @@ def test_bench_quick_prints_training_and_generation_tables(tmp_path, capsys):
     rows = [line for line in table.splitlines() if line.startswith("| tiny |")]
     assert len(rows) == 2  # one training row, one generation row
     train_row, gen_row = ([c.strip() for c in row.strip("|").split("|")] for row in rows)
-    assert float(train_row[2].replace(",", "")) > 0 and float(train_row[3].replace(",", "")) > 0
+    assert train_row[1] == "gpt2"  # the recipe: --recipes defaults to GPT-2 alone
+    assert float(train_row[3].replace(",", "")) > 0 and float(train_row[4].replace(",", "")) > 0
     recompute, slide, shift, shift_fast, speedup, speedup_fast = (float(c.rstrip("x").replace(",", "")) for c in gen_row[1:])
     assert min(recompute, slide, shift, shift_fast) > 0
     assert speedup == pytest.approx(shift / recompute, rel=0.1)
     assert speedup_fast == pytest.approx(shift_fast / recompute, rel=0.1)
     # The device bench.py picks by itself (--device auto): a CPU here, a GPU or a Mac elsewhere.
     assert "torch" in table and f"Device: {make_precision('auto').device}" in table
+
+
+def test_bench_times_each_recipe_as_train_py_builds_it(tmp_path, capsys):
+    out = tmp_path / "bench.md"
+    assert bench.main(["--quick", "--recipes", "gpt2,modern", "--out", str(out)]) == 0
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.read_text(encoding="utf-8").splitlines()
+            if line.startswith("| tiny |")]
+    rows = rows[:-1]  # the last is the generation table's
+    assert [r[1] for r in rows] == ["gpt2", "modern"]
+    pieces = {k: v for k, v in train.RECIPES["modern"].items() if k != "optimizer"}
+    modern_params = GPT(replace(PRESETS["tiny"], vocab_size=65, block_size=32, **pieces)).num_params()
+    assert int(rows[1][2].replace(",", "")) == modern_params != int(rows[0][2].replace(",", ""))  # RoPE: no position table
+    assert float(rows[1][3].replace(",", "")) > 0
+    capsys.readouterr()
+    assert bench.main(["--quick", "--recipes", "gpt2,llama", "--out", str(out)]) == cli.EXIT_USAGE
+    assert "llama" in capsys.readouterr().err
 
 
 def test_bench_reports_time_to_a_target_loss(small_text, tmp_path, capsys):

@@ -170,6 +170,28 @@ def test_cpu_without_preset_gets_the_quick_defaults():
     assert cfg.max_iters == 7 and cfg.preset == train.CPU_DEFAULTS["preset"]  # a flag overrides one default only
 
 
+def test_the_quick_run_trains_the_modern_recipe_and_falls_back_to_gpt2_without_muon(monkeypatch, capsys):
+    cpu = torch.device("cpu")
+    cfg, model_cfg = train.resolve_configs({}, cpu, None)
+    assert (cfg.recipe, cfg.optimizer, cfg.muon_lr) == ("modern", "muon", train.CPU_DEFAULTS["muon_lr"])
+    assert (model_cfg.position, model_cfg.mlp) == (train.RECIPES["modern"]["position"], train.RECIPES["modern"]["mlp"])
+    assert "recipe=modern" in capsys.readouterr().out  # printed at start-up
+    assert model_cfg.block_size == train.PRESETS["tiny"].block_size and cfg.batch_size == train.CPU_DEFAULTS["batch_size"]
+    cfg, model_cfg = train.resolve_configs({"recipe": "gpt2"}, cpu, None)  # the reference, one flag away, at its own best
+    assert cfg.optimizer == "adamw" and model_cfg.position == "learned" and cfg.time_budget == train.CPU_DEFAULTS["time_budget"]
+    assert (cfg.batch_size, model_cfg.block_size) == (train.CPU_DEFAULTS_GPT2["batch_size"], train.CPU_DEFAULTS_GPT2["block_size"])
+    cfg, model_cfg = train.resolve_configs({"recipe": "gpt2", "block_size": 128}, cpu, None)
+    assert model_cfg.block_size == 128 and cfg.batch_size == train.CPU_DEFAULTS_GPT2["batch_size"]  # a flag still wins
+    capsys.readouterr()
+    monkeypatch.delattr(torch.optim, "Muon")  # a torch older than 2.9
+    cfg, model_cfg = train.resolve_configs({}, cpu, None)
+    assert (cfg.recipe, cfg.optimizer, model_cfg.position) == ("gpt2", "adamw", "learned")
+    assert (cfg.batch_size, model_cfg.block_size) == (train.CPU_DEFAULTS_GPT2["batch_size"], train.CPU_DEFAULTS_GPT2["block_size"])
+    assert cfg.time_budget == train.CPU_DEFAULTS["time_budget"]  # the rest of the quick run stays
+    out = capsys.readouterr().out
+    assert f"torch {train.MUON_TORCH}" in out and "recipe=gpt2" in out
+
+
 @pytest.mark.parametrize("device", ["cuda", "mps"])
 def test_accelerators_default_to_medium(device):
     cfg, model_cfg = train.resolve_configs({}, torch.device(device), None)
