@@ -2,11 +2,12 @@
 
     python bench.py                                   # every preset on the auto-picked device
     python bench.py --presets medium --compile on     # one preset, compiled
+    python bench.py --presets tiny --recipes gpt2,modern   # the GPT-2 and the modern recipe's step, side by side
     python bench.py --quick                           # tiny settings, a few seconds (CI runs this)
     python bench.py --metrics out/metrics.csv --target_loss 1.47   # when did a run first reach a val loss?
     python bench.py --data_mb 300                     # encoding a 300 MB text: first time, cached, peak memory
     python bench.py --optimizer_step                  # the AdamW step alone: multi-tensor against fused
-    python bench.py --gpu_check                       # on a GPU: the gpu tests, speed, a medium run (docs/gpu_check.sh)
+    python bench.py --gpu_check                       # on a GPU: tests, speed, medium with each recipe
 
 Training: full optimizer steps (forward, backward, clip, AdamW) with train.py's step code and precision (dtype,
 loss scaler, compile) for the device, on random token ids, timed after warm-up steps with the device synchronised

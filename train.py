@@ -1,6 +1,6 @@
 """Train a GPT on Tiny Shakespeare (or any UTF-8 text file), one character or one BPE token at a time.
 
-    python train.py                      # medium on a GPU / Apple MPS; a 5-minute run on a CPU
+    python train.py                      # medium on a GPU / Apple MPS; a 5-minute modern-recipe run on a CPU
     python train.py --preset small --max_iters 2000
     python train.py --data my.txt --tokenizer bpe --vocab_size 1024
     python train.py --preset small --recipe modern      # RoPE, ReLU² and Muon on top of GPT-2

@@ -135,6 +135,7 @@ case $mode in
       run gpt2-b8-t256 "$seed" "--recipe gpt2 --batch_size 8 --block_size 256"
       run modern-b8-t256-180s "$seed" "$modern --batch_size 8 --block_size 256 --time_budget 180"
       run modern-b8-t256-175s "$seed" "$modern --batch_size 8 --block_size 256 --time_budget 175"
+      run gpt2-muon-b32-t64 "$seed" "--recipe gpt2 --optimizer muon --muon_lr 2e-3 --batch_size 32 --block_size 64"
     done
     first=${seeds%% *}
     for gpt2 in gpt2-b32-t64 gpt2-b8-t256; do
