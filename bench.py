@@ -309,8 +309,9 @@ def optimizer_table(presets: list[str], steps: int, warmup: int, device: torch.d
 
 def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None) -> list[str]:
     """The GPU check (docs/gpu_check.sh) as markdown lines: one table of the `gpu` tests' result, training speed per
-    preset in the device's dtype with compile off and on, and a medium train.py run's time to target_loss and best val
-    loss with each recipe. With smoke, tiny sizes on whatever device this is (a CPU in the tests), to check the plumbing."""
+    preset in the device's dtype with compile off and on, generation speed per preset, and medium train.py runs, one per
+    recipe, each with its time to target_loss and best val loss. With smoke, tiny sizes on whatever device this is (a
+    CPU in the tests), to check the plumbing."""
     precision = make_precision("auto", "auto", "off")
     device = precision.device
     if device.type == "cpu" and not smoke:

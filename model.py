@@ -238,7 +238,7 @@ class MLP(nn.Module):
             h = F.silu(gate) * value
         elif self.kind == "relu2":
             h = F.relu(h)
-            h = h * h  # the same as .square(), and its backward was faster on a CPU
+            h = h * h  # ReLU squared, as one multiply
         else:
             h = F.gelu(h)
         return self.dropout(self.c_proj(h))  # (B, T, C)

@@ -11,7 +11,8 @@
 #   bash docs/ablate.sh targets_muon_lr   # the same, the modern recipe at Muon lr 1e-3 to 1.6e-2
 #   bash docs/ablate.sh cpu_default       # 300-s runs as `python train.py` makes them (evaluation every 1000
 #                                         # steps): GPT-2, the modern recipe at several batch and context sizes,
-#                                         # and the modern recipe with a 180-s budget (60% of GPT-2's time)
+#                                         # GPT-2 with Muon alone, and the modern recipe with a 180-s and a
+#                                         # 175-s budget (60% of GPT-2's time)
 #
 # Each run is a plain train.py run in out/ablate/MODE/VARIANT/seedN; the table (final full-val loss per seed, mean
 # loss and bits/char, training tokens/s, parameters) is printed and written to out/ablate/MODE.md by
@@ -121,8 +122,9 @@ case $mode in
   cpu_default)
     # What the CPU default should be: each candidate run as `python train.py` runs it (300 s, an evaluation every 1000
     # steps), one after another. The "-180s" and "-175s" runs ask the first target directly: the modern recipe with its
-    # schedule fitted to 60% of GPT-2's 300 s (175 s leaves room for the closing evaluation within 60% of GPT-2's time). modern-b8-t256 is today's CPU default (plain `python train.py`) and
-    # gpt2-b32-t64 the GPT-2 CPU default before it.
+    # schedule fitted to 60% of GPT-2's 300 s (175 s leaves room for the closing evaluation within 60% of GPT-2's
+    # time). modern-b8-t256 is today's CPU default (plain `python train.py`), gpt2-b32-t64 the GPT-2 CPU default before
+    # it, and gpt2-muon-b32-t64 GPT-2 with Muon alone.
     modern="--recipe modern --muon_lr 2e-3"
     for seed in $seeds; do
       run gpt2-b32-t64 "$seed" "--recipe gpt2 --batch_size 32 --block_size 64"

@@ -10,10 +10,10 @@ import pytest
 import bench
 import cli
 import evaluate
-import train
 from conftest import ROOT, read_metrics, run_train
 from model import GPT, PRESETS
 from precision import make_precision
+from step import RECIPES
 
 
 def test_bench_quick_prints_training_and_generation_tables(tmp_path, capsys):
@@ -41,7 +41,7 @@ def test_bench_times_each_recipe_as_train_py_builds_it(tmp_path, capsys):
             if line.startswith("| tiny |")]
     rows = rows[:-1]  # the last is the generation table's
     assert [r[1] for r in rows] == ["gpt2", "modern"]
-    pieces = {k: v for k, v in train.RECIPES["modern"].items() if k != "optimizer"}
+    pieces = {k: v for k, v in RECIPES["modern"].items() if k != "optimizer"}
     modern_params = GPT(replace(PRESETS["tiny"], vocab_size=65, block_size=32, **pieces)).num_params()
     assert int(rows[1][2].replace(",", "")) == modern_params != int(rows[0][2].replace(",", ""))  # RoPE: no position table
     assert float(rows[1][3].replace(",", "")) > 0
