@@ -29,12 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cli import EXIT_FAILED, CLIError, FlagParser, run_cli
-from dataset import DEFAULT_DATA
-from metrics import read_metrics
+from extras.cli import EXIT_FAILED, CLIError, FlagParser, run_cli
+from extras.dataset import DEFAULT_DATA
+from extras.metrics import read_metrics
 from model import GPT, PRESETS, GPTConfig
-from precision import Precision, make_precision, synchronize
-from step import RECIPES, compile_for_training, configure_optimizer, get_batch, sample_starts, train_step
+from extras.precision import Precision, make_precision, synchronize
+from extras.engine import generate
+from extras.modern import RECIPES
+from extras.step import compile_for_training, configure_optimizer, get_batch, sample_starts, train_step
 
 # train.py's defaults for AdamW, so the optimizer step timed here is the one training takes.
 LEARNING_RATE, WEIGHT_DECAY, BETAS = 1e-3, 0.1, (0.9, 0.99)
@@ -79,12 +81,12 @@ def time_generation(preset: str, new_tokens: int, device: torch.device, use_cach
     model = GPT(replace(PRESETS[preset], vocab_size=65)).to(device, dtype).eval()
     start = torch.zeros((1, 1), dtype=torch.long, device=device)
     sampling = dict(use_cache=use_cache, window=window)
-    model.generate(start, 2, **sampling)  # warm-up
+    generate(model, start, 2, **sampling)  # warm-up
     rates = []
     for _ in range(repeats):
         synchronize(device)
         t0 = time.perf_counter()
-        model.generate(start, new_tokens, temperature=1.0, generator=torch.Generator().manual_seed(0), **sampling)
+        generate(model, start, new_tokens, temperature=1.0, generator=torch.Generator().manual_seed(0), **sampling)
         synchronize(device)
         rates.append(new_tokens / (time.perf_counter() - t0))
     return sorted(rates)[len(rates) // 2]
@@ -176,7 +178,7 @@ def run_measured(script: str, *args: str) -> tuple[float, float, float, str]:
 
 def time_encoding(text_path: Path, cache_dir: Path, kind: str, vocab_size: int) -> dict:
     """Seconds and peak memory of dataset.prepare() in a fresh Python process (which does not import torch)."""
-    _, peak_mb, _, out = run_measured("dataset.py", str(text_path), "--cache_dir", str(cache_dir), "--tokenizer", kind,
+    _, peak_mb, _, out = run_measured("extras/dataset.py", str(text_path), "--cache_dir", str(cache_dir), "--tokenizer", kind,
                                    "--vocab_size", str(vocab_size))
     return {**json.loads(out.strip().splitlines()[-1]), "peak_mb": peak_mb}
 

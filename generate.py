@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import load_checkpoint, model_from_checkpoint
-from cli import CLIError, FlagParser, run_cli
-from model import WINDOWS
-from precision import DTYPES, pick_device, pick_weights_dtype
-from tokenizer import StreamDecoder, tokenizer_from_checkpoint
+from extras.checkpoint import load_checkpoint, model_from_checkpoint
+from extras.cli import CLIError, FlagParser, run_cli
+from extras.engine import WINDOWS, generate_tokens, kv_cache_bytes
+from extras.precision import DTYPES, pick_device, pick_weights_dtype
+from extras.tokenizer import StreamDecoder, tokenizer_from_checkpoint
 
 
 def build_parser() -> FlagParser:
@@ -89,7 +89,7 @@ def sample(args: argparse.Namespace) -> int:
     # attention shrinks the cache by n_head / n_kv_head.
     c, N = model.config, args.num_samples
     print(f"model: {model.num_params():,} parameters, {c.pieces()} | weights {str(dtype).removeprefix('torch.')} "
-          f"({dtype_why}) | KV cache {model.kv_cache_bytes(N, context) / 1024:,.0f} KiB for {N} sample{'s' * (N > 1)} "
+          f"({dtype_why}) | KV cache {kv_cache_bytes(model.config, N, context) / 1024:,.0f} KiB for {N} sample{'s' * (N > 1)} "
           f"({c.n_layer} layers x keys and values x {c.kv_heads} of {c.n_head} heads x {context} positions "
           f"x {c.n_embd // c.n_head} floats)", file=sys.stderr)
 
@@ -98,7 +98,7 @@ def sample(args: argparse.Namespace) -> int:
     decoders = [StreamDecoder(tokenizer) for _ in range(N)]  # each holds back a BPE token ending mid-character
     later = [[] for _ in range(N)]  # the text of samples 2..N, printed once the batch is done
     sys.stdout.write(args.prompt)
-    for idx_next in model.generate_tokens(prompt, args.max_new_tokens, args.temperature, args.top_k, generator,
+    for idx_next in generate_tokens(model, prompt, args.max_new_tokens, args.temperature, args.top_k, generator,
                                           args.block_size, window=args.window):
         ids = idx_next[:, 0].tolist()  # (N,): one new token per sample
         sys.stdout.write(decoders[0].push([ids[0]]))

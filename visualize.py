@@ -24,13 +24,14 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import load_checkpoint, model_from_checkpoint
-from cli import CLIError, FlagParser, run_cli
-from dataset import write_atomically
-from metrics import plot_metrics, read_metrics
-from model import GPT, next_token_probs
-from precision import pick_device
-from tokenizer import tokenizer_from_checkpoint
+from extras.checkpoint import load_checkpoint, model_from_checkpoint
+from extras.cli import CLIError, FlagParser, run_cli
+from extras.dataset import write_atomically
+from extras.metrics import plot_metrics, read_metrics
+from extras.inside import attention_maps, next_token_probs
+from model import GPT
+from extras.precision import pick_device
+from extras.tokenizer import tokenizer_from_checkpoint
 
 DEFAULT_PROMPT = "ROMEO:\nBut soft, what light"  # every character is in Tiny Shakespeare's vocabulary
 ATTENTION_TOKENS = 48  # attention maps show at most the prompt's first 48 tokens: more and the labels overlap
@@ -122,7 +123,7 @@ def token_class(label: str) -> str:
 
 def attention_for(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     """The attention weights over the tokens idx (1, T): (n_layer, n_head, T, T), query rows, key columns, on the CPU."""
-    return model.attention_maps(idx)[:, 0].float().cpu()  # (n_layer, B=1, nh, T, T) -> (n_layer, nh, T, T)
+    return attention_maps(model, idx)[:, 0].float().cpu()  # (n_layer, B=1, nh, T, T) -> (n_layer, nh, T, T)
 
 
 def attention_by_distance(maps: torch.Tensor, farthest: int = 3) -> torch.Tensor:
@@ -136,7 +137,7 @@ def attention_by_distance(maps: torch.Tensor, farthest: int = 3) -> torch.Tensor
 def distributions(model: GPT, idx: torch.Tensor, settings) -> torch.Tensor:
     """The next-token distribution after idx (1, T) under each (title, temperature, top_k) of settings: (len(settings), V).
 
-    Each row is what sampling would draw from (model.next_token_probs): zero outside the top-k candidates.
+    Each row is what sampling would draw from (extras/inside.py: next_token_probs): zero outside the top-k candidates.
     """
     logits = model(idx)[0][:, -1]  # (1, V): the prediction after the last prompt token
     return torch.cat([next_token_probs(logits, temperature, top_k) for _, temperature, top_k in settings]).cpu()

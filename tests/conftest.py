@@ -10,8 +10,8 @@ import torch.distributed as dist
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the scripts live at the top level, not in a package
 
-import dataset  # noqa: E402
-import metrics  # noqa: E402
+from extras import dataset  # noqa: E402
+from extras import metrics  # noqa: E402
 import train  # noqa: E402
 
 # A model small enough that a few optimizer steps take well under a second on one CPU core.

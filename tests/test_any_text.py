@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import bench
-import cli
+from extras import cli
 import evaluate
 import generate
 from conftest import read_metrics, run_train

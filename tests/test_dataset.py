@@ -6,9 +6,10 @@ import os
 import numpy as np
 import pytest
 
-import dataset
-from dataset import CHUNK_CHARS, DataError, iter_text, prepare
-from tokenizer import BPETokenizer, CharTokenizer
+from extras import dataset
+from extras.dataset import CHUNK_CHARS, DataError, iter_text, prepare
+from extras.bpe import BPETokenizer
+from extras.tokenizer import CharTokenizer
 
 # Windows and old-Mac newlines (read as "\n"), 2-, 3- and 4-byte UTF-8 characters, a blank line, a tab, and
 # trailing spaces before indented lines (whitespace runs that BPE must not see cut in two).

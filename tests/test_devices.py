@@ -17,13 +17,13 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-import checkpoint
-import cli
-import distributed
+from extras import checkpoint
+from extras import cli
+from extras import distributed
 import evaluate
-import evaluation
-import precision
-import step
+from extras import evaluation
+from extras import precision
+from extras import step
 import train
 from conftest import ROOT, TINY_FLAGS, read_metrics, run_train
 from model import GPT, GPTConfig
@@ -256,7 +256,7 @@ def test_gloo_where_nccl_is_missing_even_with_cuda(monkeypatch):
 
 def test_logged_val_loss_equals_evaluate_py_in_bfloat16_with_accumulation(small_text, tmp_path, monkeypatch, capsys):
     batch_rows = []
-    real_evaluate = train.evaluate
+    real_evaluate = evaluation.evaluate
 
     def spy(model, batches, *args):
         def recorded():
@@ -265,7 +265,7 @@ def test_logged_val_loss_equals_evaluate_py_in_bfloat16_with_accumulation(small_
                 yield x, y
         return real_evaluate(model, recorded(), *args)
 
-    monkeypatch.setattr(train, "evaluate", spy)
+    monkeypatch.setattr(evaluation, "evaluate", spy)
     assert run_train(small_text, tmp_path, *RUN, "--dtype", "bfloat16", "--grad_accum_steps", "4", "--block_size", "16") == 0
     # 115 val windows of 16 tokens: forward passes of EVAL_BATCH_SIZE windows (the last of each split shorter), not the micro-batch of 2.
     assert max(batch_rows) == evaluation.EVAL_BATCH_SIZE == 64

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-import cli
-import metrics
+from extras import cli
+from extras import metrics
 import train
 from conftest import ROOT, TINY_FLAGS, read_metrics, run_train
 

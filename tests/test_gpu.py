@@ -16,8 +16,8 @@ import torch
 import generate
 from conftest import read_metrics, run_train
 from model import GPT, GPTConfig
-from precision import make_precision
-from step import configure_optimizer, has_fused_adamw
+from extras.precision import make_precision
+from extras.step import configure_optimizer, has_fused_adamw
 
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here (CI is CPU-only); run "
                                 "`pytest -m gpu` or `bash docs/gpu_check.sh` on a GPU machine")

@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, PRESETS, CausalSelfAttention, GPTConfig, next_token_probs, sample_next_token
+from extras import engine
+from extras.inside import next_token_probs
+from model import GPT, PRESETS, CausalSelfAttention, GPTConfig, sample_next_token
 
 SMALL = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
 
@@ -181,7 +183,7 @@ def test_slide_past_block_size_uses_the_last_block_size_tokens():
     torch.manual_seed(0)
     model = GPT(SMALL).eval()
     start = torch.randint(65, (2, 30))
-    out = model.generate(start, 10, temperature=0.0, window="slide")
+    out = engine.generate(model, start, 10, temperature=0.0, window="slide")
     assert out.shape == (2, 40)
     assert torch.equal(out[:, :30], start)
     # The last token must be the greedy choice given only the 32 tokens before it.
@@ -193,7 +195,7 @@ def test_shift_keeps_the_last_half_of_the_window_and_fills_it_again():
     torch.manual_seed(0)
     model = GPT(SMALL).eval()  # block_size 32
     start = torch.randint(65, (2, 30))
-    out = model.generate(start, 40, temperature=0.0)  # shift is the default
+    out = engine.generate(model, start, 40, temperature=0.0)  # shift is the default
     assert out.shape == (2, 70) and torch.equal(out[:, :30], start)
     # Drawing token 32 (0-based) overfills the window [0, 32), so the window becomes its last 16 tokens, [17, 33), and
     # grows to [17, 49); drawing token 49 overfills it again: [34, 50), and so on, 17 tokens further each time.
@@ -203,12 +205,12 @@ def test_shift_keeps_the_last_half_of_the_window_and_fills_it_again():
         assert torch.equal(out[:, t], logits[:, -1].argmax(-1)), f"token {t}, window from {window_start}"
 
 
-def test_the_running_text_and_the_cache_stay_bounded():
+def test_the_running_text_and_the_cache_stay_bounded(monkeypatch):
     model = GPT(SMALL).eval()
     sizes = []
-    real_new_cache = model.new_cache
-    model.new_cache = lambda *a, **kw: sizes.append(real_new_cache(*a, **kw)) or sizes[-1]
-    tokens = list(model.generate_tokens(torch.zeros((1, 1), dtype=torch.long), 5 * SMALL.block_size))
+    real_new_cache = engine.new_cache
+    monkeypatch.setattr(engine, "new_cache", lambda *a, **kw: sizes.append(real_new_cache(*a, **kw)) or sizes[-1])
+    tokens = list(engine.generate_tokens(model, torch.zeros((1, 1), dtype=torch.long), 5 * SMALL.block_size))
     assert len(tokens) == 5 * SMALL.block_size and all(t.shape == (1, 1) for t in tokens)
     assert len(sizes) == 1 and sizes[0].capacity == SMALL.block_size  # one cache, allocated once
 
@@ -218,7 +220,7 @@ def test_cached_logits_equal_uncached_logits_at_every_position():
     model = GPT(SMALL).eval()
     idx = torch.randint(65, (2, SMALL.block_size))
     full, _ = model(idx)  # (2, 32, 65): every position computed at once, no cache
-    cache = model.new_cache(batch_size=2)
+    cache = engine.new_cache(model, batch_size=2)
     prefill, _ = model(idx[:, :5], cache=cache)
     assert torch.allclose(prefill, full[:, :5], atol=1e-4)
     for t in range(5, SMALL.block_size):
@@ -234,6 +236,20 @@ def test_cached_generation_past_block_size_equals_recomputing_the_same_window(te
     torch.manual_seed(0)
     model = GPT(SMALL).eval()
     start = torch.randint(65, (2, 10))
-    runs = [model.generate(start, 3 * SMALL.block_size, temperature=temperature, window=window,
-                           generator=torch.Generator().manual_seed(3), use_cache=use_cache) for use_cache in (True, False)]
+    runs = [engine.generate(model, start, 3 * SMALL.block_size, temperature=temperature, window=window,
+                            generator=torch.Generator().manual_seed(3), use_cache=use_cache) for use_cache in (True, False)]
     assert torch.equal(*runs)
+
+
+@pytest.mark.parametrize("top_k", [None, 5])
+def test_the_plain_generate_gives_the_engines_slide_window_tokens(top_k):
+    # model.py's generate() recomputes the last block_size tokens each step: the engine's slide window, cached or not.
+    torch.manual_seed(0)
+    model = GPT(SMALL).eval()
+    start = torch.randint(65, (2, 10))
+    plain = model.generate(start, 3 * SMALL.block_size, temperature=1.0, top_k=top_k,
+                           generator=torch.Generator().manual_seed(3))
+    for use_cache in (True, False):
+        fast = engine.generate(model, start, 3 * SMALL.block_size, temperature=1.0, top_k=top_k, window="slide",
+                               generator=torch.Generator().manual_seed(3), use_cache=use_cache)
+        assert torch.equal(plain, fast)

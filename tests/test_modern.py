@@ -12,21 +12,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import cli
+from extras import cli
 import evaluate
 import generate
 import train
-from checkpoint import save_checkpoint
+from extras.checkpoint import save_checkpoint
 from conftest import read_metrics, run_train
-from model import GPT, GPTConfig, apply_rotary, rotary_tables
-from precision import make_precision
-from step import configure_optimizer, train_step
+from extras import engine
+from extras.inside import attention_maps
+from extras.modern import RECIPES, apply_rotary, rotary_tables, swiglu_hidden
+from model import GPT, GPTConfig
+from extras.precision import make_precision
+from extras.step import configure_optimizer, train_step
 
 OPTIONS = {"position": ["learned", "rope"], "norm": ["layernorm", "rmsnorm"], "mlp": ["gelu", "swiglu", "relu2"],
            "qk_norm": [False, True], "n_kv_head": [None, 1, 2], "tie_weights": [True, False]}
 NEW_FIELDS = list(OPTIONS)  # the GPTConfig fields a checkpoint from before them lacks
 ALL_PIECES = dict(position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True, tie_weights=False)  # every option on
-MODERN = {k: v for k, v in train.RECIPES["modern"].items() if k not in ("optimizer", "n_kv_head")}  # the recipe's model
+MODERN = {k: v for k, v in RECIPES["modern"].items() if k not in ("optimizer", "n_kv_head")}  # the recipe's model
 
 
 def every_combination():
@@ -88,7 +91,7 @@ def reference_attention(attn, x: torch.Tensor) -> torch.Tensor:
     h // (n_head / n_kv_head); QK-norm divides by the RMS; RoPE turns channel pair (i, i + hs/2) at position t by
     t * 10000^(-2i/hs), done here as a complex multiplication."""
     B, T, C = x.shape
-    nh, nkv, hs = attn.n_head, attn.n_kv_head, attn.head_size
+    nh, nkv, hs = attn.n_head, getattr(attn, "n_kv_head", attn.n_head), attn.head_size
     qkv = attn.c_attn(x)
     q, k, v = qkv[..., :C], qkv[..., C:C + nkv * hs], qkv[..., C + nkv * hs:]
     angles = torch.arange(T)[:, None] * 10000.0 ** (-torch.arange(0, hs, 2) / hs)  # (T, hs/2)
@@ -105,9 +108,9 @@ def reference_attention(attn, x: torch.Tensor) -> torch.Tensor:
     for h in range(nh):
         g = h // (nh // nkv)
         qh, kh, vh = q[..., h * hs:(h + 1) * hs], k[..., g * hs:(g + 1) * hs], v[..., g * hs:(g + 1) * hs]  # (B, T, hs)
-        if attn.q_norm is not None:
+        if getattr(attn, "q_norm", None) is not None:
             qh, kh = rms_norm(qh, attn.q_norm.weight), rms_norm(kh, attn.k_norm.weight)
-        if attn.rope:
+        if getattr(attn, "rope", False):
             qh, kh = rotate(qh), rotate(kh)
         scores = (qh @ kh.transpose(-2, -1) / math.sqrt(hs)).masked_fill(future, float("-inf"))  # (B, T, T)
         heads.append(F.softmax(scores, dim=-1) @ vh)
@@ -121,9 +124,8 @@ def test_attention_equals_a_head_by_head_reference(n_kv_head, position, qk_norm)
                        position=position, qk_norm=qk_norm)
     attn = scrambled(GPT(config), seed=1).transformer.h[0].attn
     x = torch.randn(2, 11, 32)
-    rotary = rotary_tables(8, torch.arange(11)) if position == "rope" else None
     with torch.no_grad():
-        assert torch.allclose(attn(x, rotary=rotary), reference_attention(attn, x), atol=1e-5)
+        assert torch.allclose(attn(x), reference_attention(attn, x), atol=1e-5)
 
 
 def _widen_kv(tensor: torch.Tensor, C: int, nkv: int, hs: int, groups: int, tiled: bool = False) -> torch.Tensor:
@@ -165,15 +167,15 @@ def test_the_kv_cache_holds_only_the_kv_heads(n_kv_head):
     idx = torch.randint(11, (3, 16))
     sizes = {}
     for name, model in [("gqa", gqa), ("mha", mha)]:
-        cache = model.new_cache(batch_size=3)
+        cache = engine.new_cache(model, batch_size=3)
         with torch.no_grad():
             model(idx, cache=cache)
         heads = model.config.kv_heads
         assert tuple(cache.k.shape) == tuple(cache.v.shape) == (2, 3, heads, 16, 8)  # (layers, B, kv heads, T, hs)
         sizes[name] = sum(t.numel() * t.element_size() for t in (cache.k, cache.v))
-        assert model.kv_cache_bytes(3, 16) == sizes[name]
+        assert engine.kv_cache_bytes(model.config, 3, 16) == sizes[name]
     assert sizes["mha"] == sizes["gqa"] * 4 // n_kv_head
-    assert gqa.kv_cache_bytes(3, 16, torch.bfloat16) * 2 == gqa.kv_cache_bytes(3, 16)
+    assert engine.kv_cache_bytes(gqa.config, 3, 16, torch.bfloat16) * 2 == engine.kv_cache_bytes(gqa.config, 3, 16)
 
 
 def test_cached_logits_equal_uncached_for_every_combination_of_options():
@@ -183,7 +185,7 @@ def test_cached_logits_equal_uncached_for_every_combination_of_options():
     for i, options in enumerate(combinations):
         model = scrambled(GPT(GPTConfig(vocab_size=11, block_size=T, n_layer=2, n_head=4, n_embd=16, **options)), i)
         idx = torch.randint(11, (2, T), generator=torch.Generator().manual_seed(i))
-        cache = model.new_cache(batch_size=2)
+        cache = engine.new_cache(model, batch_size=2)
         with torch.no_grad():
             full, _ = model(idx)  # (2, T, 11), every position at once
             cached = torch.cat([model(idx[:, :3], cache=cache)[0]]  # prefill 3 positions, then one at a time
@@ -200,7 +202,7 @@ def test_cached_generation_of_a_rope_gqa_model_past_block_size_equals_recomputin
     config = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=4, n_kv_head=1, n_embd=32, **ALL_PIECES)
     model = scrambled(GPT(config), seed=3)
     start = torch.randint(11, (2, 5))
-    runs = [model.generate(start, 3 * config.block_size, temperature=temperature, use_cache=use_cache, window=window,
+    runs = [engine.generate(model, start, 3 * config.block_size, temperature=temperature, use_cache=use_cache, window=window,
                            generator=torch.Generator().manual_seed(3)) for use_cache in (True, False)]
     assert torch.equal(*runs)
     assert len(set(runs[0][0].tolist())) > 3  # the sample is not one token repeated
@@ -211,7 +213,7 @@ def test_attention_maps_are_the_weights_forward_averages_values_with(options):
     config = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=4, n_embd=32, **options)
     model = scrambled(GPT(config), seed=5)
     idx = torch.randint(11, (2, 12), generator=torch.Generator().manual_seed(0))
-    maps = model.attention_maps(idx)  # (layers, B, heads, T, T)
+    maps = attention_maps(model, idx)  # (layers, B, heads, T, T)
     assert maps.shape == (2, 2, 4, 12, 12)
     assert torch.allclose(maps.sum(-1), torch.ones(2, 2, 4, 12), atol=1e-5)  # each row is a distribution
     assert (maps.triu(diagonal=1) == 0).all()  # no position attends to a later one
@@ -221,10 +223,10 @@ def test_attention_maps_are_the_weights_forward_averages_values_with(options):
     with torch.no_grad():
         x = model.transformer.h[0].ln_1(model.transformer.wte(idx) + (model.transformer.wpe(torch.arange(12))
                                                                       if config.position == "learned" else 0))
-        rotary = rotary_tables(8, torch.arange(12)) if config.position == "rope" else None
-        _, _, v = attn.heads(x, rotary)
-        y = (maps[0] @ attn.share_kv_heads(v)).transpose(1, 2).reshape(2, 12, 32)  # (B, T, C)
-        assert torch.allclose(attn.c_proj(y), attn(x, None, rotary), atol=1e-5)
+        _, _, v = attn.heads(x)
+        v = v.repeat_interleave(4 // v.size(1), dim=1)  # each value head for its group of query heads
+        y = (maps[0] @ v).transpose(1, 2).reshape(2, 12, 32)  # (B, T, C)
+        assert torch.allclose(attn.c_proj(y), attn(x), atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -237,7 +239,7 @@ def closed_form_params(c: GPTConfig) -> int:
     norm = C + bias * C if c.norm == "layernorm" else C  # RMSNorm has a gain and never a bias
     attention = C * (C + 2 * kv * hs) + bias * (C + 2 * kv * hs) + C * C + bias * C + (2 * hs if c.qk_norm else 0)
     if c.mlp == "swiglu":
-        h = c.swiglu_hidden
+        h = swiglu_hidden(c)
         mlp = C * 2 * h + bias * 2 * h + h * C + bias * C
     else:
         mlp = C * 4 * C + bias * 4 * C + 4 * C * C + bias * C
@@ -257,7 +259,7 @@ def test_parameter_count_matches_the_closed_form_for_every_combination_of_option
 @pytest.mark.parametrize("n_embd", [32, 128, 256, 384, 100])
 def test_swiglu_hidden_is_the_multiple_of_8_nearest_8c_over_3_and_keeps_the_mlp_size(n_embd):
     config = GPTConfig(vocab_size=65, n_layer=1, n_head=4, n_embd=n_embd, mlp="swiglu")
-    h = config.swiglu_hidden
+    h = swiglu_hidden(config)
     assert h % 8 == 0 and abs(h - 8 * n_embd / 3) <= 4
     assert 3 * n_embd * h == pytest.approx(8 * n_embd**2, rel=0.1)  # about the GELU MLP's two C x 4C matrices
     assert GPT(config).transformer.h[0].mlp.c_fc.weight.shape == (2 * h, n_embd)
@@ -433,13 +435,13 @@ def test_resume_refuses_another_optimizer_or_recipe(modern_run, capsys, flags, n
 def test_a_resumed_run_follows_the_learning_rates_it_is_given(modern_run, monkeypatch):
     out_dir, text = modern_run
     applied = []
-    real_train_step = train.train_step
+    real_set_lr = train.set_lr
 
-    def spy(model, step_model, optimizers, *args):
+    def spy(optimizers, fraction):
+        real_set_lr(optimizers, fraction)
         applied.append([o.param_groups[0]["lr"] for o in optimizers])
-        return real_train_step(model, step_model, optimizers, *args)
 
-    monkeypatch.setattr(train, "train_step", spy)
+    monkeypatch.setattr(train, "set_lr", spy)
     assert run_train(text, out_dir, "--max_iters", "5", "--resume", "--learning_rate", "6e-3", "--muon_lr", "0.04") == 0
     assert applied == [pytest.approx([6e-3 * 5 / 100, 0.04 * 5 / 100])]  # step 4 of a 100-step warmup
 
@@ -460,7 +462,7 @@ def test_a_flag_given_alone_wins_over_the_recipe(small_text, tmp_path):
     assert cfg.optimizer == "muon" and model_cfg.n_layer == train.PRESETS["tiny"].n_layer  # the preset keeps the sizes
     assert resolved(recipe="gpt2") == resolved()
     assert resolved(recipe="gpt2")[1] == train.PRESETS["tiny"]  # gpt2 is the GPTConfig defaults
-    _, cpu_default = train.resolve_configs({"recipe": "modern"}, torch.device("cpu"), None)  # with CPU_DEFAULTS too
+    _, cpu_default = train.resolve_configs({"recipe": "modern"}, torch.device("cpu"), None)  # the CPU quick run too
     assert cpu_default.position == "rope" and cpu_default.n_layer == train.PRESETS[train.CPU_DEFAULTS["preset"]].n_layer
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-import cli
+from extras import cli
 import generate
 import train
 from conftest import ROOT, TINY_FLAGS, read_metrics, run_train
@@ -167,7 +167,7 @@ def test_out_of_memory_names_the_flags_to_lower(small_text, tmp_path, monkeypatc
     def no_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(train, "evaluate", no_memory)
+    monkeypatch.setattr(train.EvalSets, "losses", no_memory)
     code = run_train(small_text, tmp_path, "--max_iters", "2")
     err = one_line_error(capsys)
     assert code == cli.EXIT_FAILED

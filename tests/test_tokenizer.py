@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from tokenizer import (BPETokenizer, CharTokenizer, StreamDecoder, tokenizer_from_checkpoint, tokenizer_from_dict,
+from extras.bpe import BPETokenizer
+from extras.tokenizer import (CharTokenizer, StreamDecoder, tokenizer_from_checkpoint, tokenizer_from_dict,
                        tokenizer_to_dict)
 
 
@@ -135,7 +136,7 @@ def test_bpe_training_is_deterministic(bpe):
     again = BPETokenizer.train([SAMPLE * 20], vocab_size=320)
     assert again.to_string() == bpe.to_string()
     # in a fresh process too (Rust hash maps are seeded per process)
-    script = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tokenizer import BPETokenizer; " \
+    script = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from extras.bpe import BPETokenizer; " \
              f"sys.stdout.write(BPETokenizer.train([{SAMPLE!r} * 20], vocab_size=320).to_string())"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, encoding="utf-8", check=True).stdout
     assert out == bpe.to_string()

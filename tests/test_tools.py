@@ -1,6 +1,8 @@
 """bench.py and evaluate.py: the commands that produce the figures in the docs."""
 
 import ast
+import sys
+import subprocess
 import math
 import re
 from dataclasses import replace
@@ -8,12 +10,12 @@ from dataclasses import replace
 import pytest
 
 import bench
-import cli
+from extras import cli
 import evaluate
 from conftest import ROOT, read_metrics, run_train
 from model import GPT, PRESETS
-from precision import make_precision
-from step import RECIPES
+from extras.precision import make_precision
+from extras.modern import RECIPES
 
 
 def test_bench_quick_prints_training_and_generation_tables(tmp_path, capsys):
@@ -115,8 +117,27 @@ def _imports(path) -> set[str]:
 
 
 def test_no_script_imports_another_and_model_py_is_pure_torch():
-    scripts = {"train", "generate", "evaluate", "bench"}
-    for path in ROOT.glob("*.py"):
+    scripts = {"train", "generate", "evaluate", "bench", "visualize"}
+    for path in [*ROOT.glob("*.py"), *ROOT.glob("extras/*.py")]:
         imported = _imports(path) & scripts
         assert not imported, f"{path.name} imports the script(s) {sorted(imported)}; shared code belongs in a module"
-    assert _imports(ROOT / "model.py") <= {"math", "dataclasses", "typing", "torch"}
+    # model.py is pure torch; the 2026 pieces it plugs in (extras/modern.py) are too.
+    assert _imports(ROOT / "model.py") <= {"math", "dataclasses", "typing", "torch", "extras"}
+    model_imports = {node.module for node in ast.walk(ast.parse((ROOT / "model.py").read_text(encoding="utf-8")))
+                     if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("extras")}
+    assert model_imports == {"extras"}  # from extras import modern, and nothing else
+    assert _imports(ROOT / "extras" / "modern.py") <= {"torch", "model"}
+
+
+def test_a_default_run_reads_no_advanced_module(small_text, tmp_path):
+    # The workshop's path (GPT-2, characters, one process) never imports the 2026 pieces, the generation engine,
+    # BPE or the looking-inside code: a learner opens those files only for the flag that needs them.
+    code = ("import sys, train; code = train.main(sys.argv[1:]); "
+            "print(sorted(m for m in sys.modules if m.startswith('extras.'))); sys.exit(code)")
+    run = subprocess.run([sys.executable, "-c", code, "--data", str(small_text), "--out_dir", str(tmp_path),
+                          "--preset", "tiny", "--block_size", "32", "--batch_size", "4", "--max_iters", "2",
+                          "--eval_interval", "2", "--sample_chars", "20"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr
+    loaded = set(eval(run.stdout.strip().splitlines()[-1]))
+    assert loaded.isdisjoint({"extras.modern", "extras.engine", "extras.bpe", "extras.inside"}), loaded

@@ -1,7 +1,9 @@
 """train.py: schedule, batches, download, checkpoints, resume, determinism, config resolution, bad input."""
 
 import functools
+from dataclasses import replace
 import http.server
+import hashlib
 import math
 import os
 import signal
@@ -12,15 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-import cli
-import metrics
+from extras import cli
+from extras import dataset
+from extras import metrics
 import train
 from conftest import TINY_FLAGS, read_metrics, run_train
-from dataset import prepare
-from checkpoint import load_checkpoint
-from evaluation import eval_windows, evaluate
+from extras.dataset import prepare
+from extras.checkpoint import load_checkpoint
+from extras.evaluation import eval_windows, evaluate
+from extras.modern import RECIPES
 from model import GPT, GPTConfig
-from precision import make_precision
+from extras.precision import make_precision
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -104,7 +108,7 @@ def test_download_good_file(http_dir, tmp_path):
     payload = "First Citizen:\nBefore we proceed any further, hear me speak.\n".encode()
     (served / "input.txt").write_bytes(payload)
     target = tmp_path / "data" / "corpus.txt"
-    train.download(f"{url}/input.txt", target, train.hashlib.sha256(payload).hexdigest())
+    dataset.download(f"{url}/input.txt", target, hashlib.sha256(payload).hexdigest())
     assert target.read_bytes() == payload
     assert sorted(p.name for p in target.parent.iterdir()) == ["corpus.txt"]  # no temporary file left behind
 
@@ -113,9 +117,8 @@ def test_download_wrong_checksum_saves_nothing(http_dir, tmp_path):
     served, url = http_dir
     (served / "input.txt").write_text("not the real corpus", encoding="utf-8")
     target = tmp_path / "data" / "corpus.txt"
-    with pytest.raises(cli.CLIError, match="sha256") as e:
-        train.download(f"{url}/input.txt", target, train.DATA_SHA256)
-    assert e.value.code != 0
+    with pytest.raises(dataset.DataError, match="sha256"):
+        dataset.download(f"{url}/input.txt", target, dataset.DATA_SHA256)
     assert not target.parent.exists() or list(target.parent.iterdir()) == []
 
 
@@ -124,8 +127,8 @@ def test_download_unreachable_names_the_fix(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     target = tmp_path / "corpus.txt"
-    with pytest.raises(cli.CLIError, match="--data PATH") as e:
-        train.download(f"http://127.0.0.1:{port}/input.txt", target, train.DATA_SHA256, timeout=5)
+    with pytest.raises(dataset.DataError, match="--data PATH") as e:
+        dataset.download(f"http://127.0.0.1:{port}/input.txt", target, dataset.DATA_SHA256, timeout=5)
     assert str(target) in str(e.value)
     assert not target.exists()
 
@@ -137,7 +140,7 @@ def test_main_downloads_the_default_corpus_when_missing(http_dir, tmp_path, smal
     target = tmp_path / "data" / "tinyshakespeare.txt"
     monkeypatch.setattr(train, "DEFAULT_DATA", target)
     monkeypatch.setattr(train, "DATA_URL", f"{url}/input.txt")
-    monkeypatch.setattr(train, "DATA_SHA256", train.hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(train, "DATA_SHA256", hashlib.sha256(payload).hexdigest())
     code = train.main(["--out_dir", str(tmp_path / "out"), *TINY_FLAGS, "--max_iters", "2", "--eval_interval", "2"])
     assert code == 0
     assert target.read_bytes() == payload
@@ -170,26 +173,25 @@ def test_cpu_without_preset_gets_the_quick_defaults():
     assert cfg.max_iters == 7 and cfg.preset == train.CPU_DEFAULTS["preset"]  # a flag overrides one default only
 
 
-def test_the_quick_run_trains_the_modern_recipe_and_falls_back_to_gpt2_without_muon(monkeypatch, capsys):
+def test_the_quick_run_trains_gpt2_with_adamw_and_modern_is_one_flag_away(monkeypatch, capsys):
     cpu = torch.device("cpu")
     cfg, model_cfg = train.resolve_configs({}, cpu, None)
-    assert (cfg.recipe, cfg.optimizer, cfg.muon_lr) == ("modern", "muon", train.CPU_DEFAULTS["muon_lr"])
-    assert (model_cfg.position, model_cfg.mlp) == (train.RECIPES["modern"]["position"], train.RECIPES["modern"]["mlp"])
-    assert "recipe=modern" in capsys.readouterr().out  # printed at start-up
-    assert model_cfg.block_size == train.PRESETS["tiny"].block_size and cfg.batch_size == train.CPU_DEFAULTS["batch_size"]
-    cfg, model_cfg = train.resolve_configs({"recipe": "gpt2"}, cpu, None)  # the reference, one flag away, at its own best
-    assert cfg.optimizer == "adamw" and model_cfg.position == "learned" and cfg.time_budget == train.CPU_DEFAULTS["time_budget"]
-    assert (cfg.batch_size, model_cfg.block_size) == (train.CPU_DEFAULTS_GPT2["batch_size"], train.CPU_DEFAULTS_GPT2["block_size"])
-    cfg, model_cfg = train.resolve_configs({"recipe": "gpt2", "block_size": 128}, cpu, None)
-    assert model_cfg.block_size == 128 and cfg.batch_size == train.CPU_DEFAULTS_GPT2["batch_size"]  # a flag still wins
-    capsys.readouterr()
-    monkeypatch.delattr(torch.optim, "Muon")  # a torch older than 2.9
+    assert (cfg.recipe, cfg.optimizer, cfg.learning_rate) == ("gpt2", "adamw", train.CPU_DEFAULTS["learning_rate"])
+    assert model_cfg == replace(train.PRESETS["tiny"], block_size=train.CPU_DEFAULTS["block_size"])  # GPT-2's model
+    assert (cfg.batch_size, cfg.time_budget) == (train.CPU_DEFAULTS["batch_size"], train.CPU_DEFAULTS["time_budget"])
+    assert "recipe=gpt2" in capsys.readouterr().out  # printed at start-up
+    cfg, model_cfg = train.resolve_configs({"recipe": "modern"}, cpu, None)  # the 2026 pieces, at their own best
+    assert (cfg.recipe, cfg.optimizer, cfg.muon_lr) == ("modern", "muon", train.CPU_DEFAULTS_MODERN["muon_lr"])
+    assert (model_cfg.position, model_cfg.mlp) == (RECIPES["modern"]["position"], RECIPES["modern"]["mlp"])
+    assert (cfg.batch_size, model_cfg.block_size) == (train.CPU_DEFAULTS_MODERN["batch_size"],
+                                                      train.CPU_DEFAULTS_MODERN["block_size"])
+    assert cfg.time_budget == train.CPU_DEFAULTS["time_budget"]  # the same five minutes
+    assert "recipe=modern" in capsys.readouterr().out
+    cfg, model_cfg = train.resolve_configs({"recipe": "modern", "block_size": 128}, cpu, None)
+    assert model_cfg.block_size == 128 and cfg.batch_size == train.CPU_DEFAULTS_MODERN["batch_size"]  # a flag wins
+    monkeypatch.delattr(torch.optim, "Muon")  # a torch older than 2.9: the default needs no Muon
     cfg, model_cfg = train.resolve_configs({}, cpu, None)
     assert (cfg.recipe, cfg.optimizer, model_cfg.position) == ("gpt2", "adamw", "learned")
-    assert (cfg.batch_size, model_cfg.block_size) == (train.CPU_DEFAULTS_GPT2["batch_size"], train.CPU_DEFAULTS_GPT2["block_size"])
-    assert cfg.time_budget == train.CPU_DEFAULTS["time_budget"]  # the rest of the quick run stays
-    out = capsys.readouterr().out
-    assert f"torch {train.MUON_TORCH}" in out and "recipe=gpt2" in out
 
 
 @pytest.mark.parametrize("device", ["cuda", "mps"])
@@ -330,15 +332,19 @@ def _train_log(out_dir):
 
 
 def _record_steps(monkeypatch) -> list:
-    """Wrap train.train_step to record, for every step, the lr set on the optimizer and the loss the step returned."""
-    seen, real_train_step = [], train.train_step
+    """Record, for every step, the lr the loop set on the optimizer and the loss it logged for the step."""
+    seen, lrs, real_set_lr, real_add = [], [], train.set_lr, train.TrainLog.add
 
-    def recording(model, step_model, optimizers, *args):
-        loss = real_train_step(model, step_model, optimizers, *args)
-        seen.append((optimizers[0].param_groups[0]["lr"], loss.item()))
-        return loss
+    def set_lr(optimizers, fraction):
+        real_set_lr(optimizers, fraction)
+        lrs.append(optimizers[0].param_groups[0]["lr"])
 
-    monkeypatch.setattr(train, "train_step", recording)
+    def add(log, step, lr, loss, *args, **kwargs):
+        seen.append((lrs[-1], loss.item()))
+        return real_add(log, step, lr, loss, *args, **kwargs)
+
+    monkeypatch.setattr(train, "set_lr", set_lr)
+    monkeypatch.setattr(train.TrainLog, "add", add)
     return seen
 
 

@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 
 import visualize
-from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from extras.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from conftest import run_train
 from model import GPT, GPTConfig
-from tokenizer import BPETokenizer, CharTokenizer, tokenizer_from_checkpoint, tokenizer_to_dict
+from extras.bpe import BPETokenizer
+from extras.tokenizer import CharTokenizer, tokenizer_from_checkpoint, tokenizer_to_dict
 
 TEXT = "\n".join(["To be, or not to be: that is the question.", "All the world's a stage,",
                   "And all the men and women merely players;", "Now is the winter of our discontent!"] * 100) + "\n"

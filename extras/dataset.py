@@ -20,29 +20,47 @@ import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tokenizer import (N_CODE_POINTS, BPETokenizer, CharTokenizer, check_bpe_vocab_size, code_points, name_chars,
+from extras.tokenizer import (N_CODE_POINTS, CharTokenizer, check_bpe_vocab_size, code_points, name_chars,
                        tokenizer_from_dict, tokenizer_to_dict)
 
 CHUNK_CHARS = 1 << 22  # characters read and encoded at a time (4M): tens of MB of working memory, whatever the file size
-MAX_CARRY_CHARS = 4 * CHUNK_CHARS  # BPE: text held over to the next chunk while waiting for a place to cut it
-PIECES_PER_CHUNK = 16  # BPE: texts per encode_many call, so every core has work
 TRAIN_FRACTION = 0.9  # the first 90% of the characters train, the rest validate (as nanoGPT splits)
 FORMAT = 1  # version of the cache layout; a cache with another version is rebuilt
 
 # The default corpus: train.py downloads it here on first use (and checks the sha256); evaluate.py and bench.py read it.
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 DATA_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "tinyshakespeare.txt"
+DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 
 
 class DataError(ValueError):
     """A problem with the data the user can fix; the message is one line naming the file and the fix."""
+
+
+def download(url: str, path: Path, sha256: str, timeout: float = 30.0) -> None:
+    """Fetch url into path, check its sha256, and only then move it into place (no half-written file ever).
+    A failure is a DataError naming what to do instead."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            payload = response.read()
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise DataError(f"could not download the corpus from {url} ({reason}); put Tiny Shakespeare at {path} or "
+                        "pass --data PATH") from None
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest != sha256:
+        raise DataError(f"the file from {url} has sha256 {digest}, expected {sha256}; nothing was saved. "
+                        f"Put the right file at {path} or pass --data PATH")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda f: f.write(payload))
 
 
 def check_text_file(path: Path) -> None:
@@ -107,7 +125,7 @@ class TokenData:
 
     train: np.ndarray  # read-only np.memmap of the train split's token ids
     val: np.ndarray  # read-only np.memmap of the val split's token ids
-    tokenizer: CharTokenizer | BPETokenizer
+    tokenizer: object  # a CharTokenizer, or a BPETokenizer (extras/bpe.py)
     n_chars: int  # characters in the whole text
     n_train_chars: int  # characters in the train split (the first 90%)
     path: Path  # the .bin cache file
@@ -174,7 +192,8 @@ def prepare(path: Path, cache_dir: Path, tokenizer=None, kind: str = "char", voc
             n_train_chars = int(TRAIN_FRACTION * n_chars)
             if tokenizer is None:
                 log(f"tokens: training a byte-level BPE tokenizer (vocab {vocab_size}) on {n_train_chars:,} characters")
-                batches = _piece_batches(iter_text(path, 0, n_train_chars, chunk_chars))
+                from extras.bpe import BPETokenizer, piece_batches  # only for --tokenizer bpe
+                batches = piece_batches(iter_text(path, 0, n_train_chars, chunk_chars))
                 tokenizer = BPETokenizer.train((piece for batch in batches for piece in batch), vocab_size)
 
         bin_path.with_suffix(".json").unlink(missing_ok=True)  # an old meta file must never describe the new .bin
@@ -183,9 +202,10 @@ def prepare(path: Path, cache_dir: Path, tokenizer=None, kind: str = "char", voc
             n_train = n_train_chars = int(TRAIN_FRACTION * n_chars)
             n_val = n_chars - n_train
         else:  # each split encoded on its own, so no token straddles the two
+            from extras.bpe import write_bpe_ids
             n_train, n_val = write_atomically(bin_path, lambda f: (
-                _write_bpe_ids(f, tokenizer, iter_text(path, 0, n_train_chars, chunk_chars)),
-                _write_bpe_ids(f, tokenizer, iter_text(path, n_train_chars, None, chunk_chars))))
+                write_bpe_ids(f, tokenizer, iter_text(path, 0, n_train_chars, chunk_chars)),
+                write_bpe_ids(f, tokenizer, iter_text(path, n_train_chars, None, chunk_chars))))
         if _file_id(path) != _file_id(path, stat):
             bin_path.unlink()
             raise DataError(f"data file {path} changed while it was being encoded; run again once it is complete")
@@ -278,7 +298,7 @@ def _write_char_ids(f, path: Path, tokenizer: CharTokenizer, chunk_chars: int) -
     for chunk in iter_text(path, chunk_chars=chunk_chars):
         n_chars += len(chunk)
         try:
-            ids = tokenizer.encode(chunk)
+            ids = tokenizer.encode_fast(chunk)
         except ValueError:
             missing.update(tokenizer.unknown(chunk))  # keep reading, to name them all at once
             continue
@@ -289,61 +309,6 @@ def _write_char_ids(f, path: Path, tokenizer: CharTokenizer, chunk_chars: int) -
         more = f" and {len(missing) - len(shown)} more" if len(missing) > len(shown) else ""
         raise DataError(f"{path}: characters not in the vocabulary: {name_chars(shown)}{more}")
     return n_chars
-
-
-def _write_bpe_ids(f, tokenizer: BPETokenizer, chunks: Iterator[str]) -> int:
-    """Encode a stream of text chunks into f, several pieces at once; return the number of ids written."""
-    n = 0
-    for batch in _piece_batches(chunks):
-        ids = tokenizer.encode_many(batch)
-        f.write(ids.tobytes())
-        n += len(ids)
-    return n
-
-
-def _safe_cut(text: str, lo: int, hi: int) -> int:
-    """The largest i with lo < i < hi where text can be cut in two without changing its BPE tokens; -1 if none.
-
-    Safe: just before a newline (or, failing that, a space) that follows a non-space character. The byte-level
-    pre-tokenizer splits text into words with GPT-2's regex, whose matches never run from a non-space character
-    into whitespace after it, so both sides of such a cut split into the same words as they do in the whole text;
-    BPE then works within words. So encoding the pieces one by one gives exactly the ids of the whole text.
-    """
-    for sep in ("\n", " "):
-        i = text.rfind(sep, lo + 1, hi)
-        while i > 0 and text[i - 1].isspace():
-            i = text.rfind(sep, lo + 1, i)
-        if i > lo:
-            return i
-    return -1
-
-
-def _split(text: str, n: int) -> list[str]:
-    """Cut text into about n pieces of similar length, at safe places only."""
-    cuts = [0]
-    for k in range(1, n):
-        i = _safe_cut(text, cuts[-1], k * len(text) // n)
-        if i > 0:
-            cuts.append(i)
-    cuts.append(len(text))
-    return [text[a:b] for a, b in zip(cuts, cuts[1:])]
-
-
-def _piece_batches(chunks: Iterator[str]) -> Iterator[list[str]]:
-    """Regroup a stream of text chunks into lists of pieces, cut only at safe places (see _safe_cut)."""
-    carry = ""  # the text after the last safe cut, which the next chunk may continue
-    for chunk in chunks:
-        text = carry + chunk
-        end = _safe_cut(text, 0, len(text))
-        if end < 0:
-            if len(text) < MAX_CARRY_CHARS:
-                carry = text
-                continue
-            end = len(text)  # megabytes without a space or newline: cut anyway (the ids still decode to the text)
-        carry = text[end:]
-        yield _split(text[:end], PIECES_PER_CHUNK)
-    if carry:
-        yield _split(carry, PIECES_PER_CHUNK)
 
 
 def main(argv=None) -> int:

@@ -13,9 +13,13 @@ still plot, from metrics.csv alone.
 
 import csv
 import math
+import time
 from pathlib import Path
 
-from dataset import write_atomically
+import torch
+
+from extras.dataset import write_atomically
+from extras.distributed import Ranks, all_reduce_sum
 
 METRICS_COLUMNS = ["step", "train_loss", "val_loss", "val_bpc", "lr", "tokens_per_s", "elapsed_s"]
 TRAIN_LOG_COLUMNS = ["step", "lr", "train_loss"]
@@ -106,3 +110,50 @@ def plot_metrics(metrics_path: Path, png_path: Path, tokens_per_step: int) -> No
     handles = ax.get_legend_handles_labels()[0] + lr_ax.get_legend_handles_labels()[0]
     ax.legend(handles=handles, loc="upper right")
     write_atomically(png_path, lambda f: fig.savefig(f, format="png", dpi=100))
+
+
+class TrainLog:
+    """train_log.csv as a run writes it: the lr of every step, and the mean loss of the steps since the last write;
+    and the training speed.
+
+    The losses add up on the device, so no step waits for it; reading the sum (.item(), a wait) happens only in
+    write(): at log points, and wherever last.pt is saved, so train_log.csv always holds every step last.pt has taken
+    and a resumed run neither misses a row nor repeats one. Under torchrun the mean is over every rank.
+    """
+
+    def __init__(self, path: Path, device: torch.device, ranks: Ranks, keep_up_to: int | None = None):
+        self.path, self.ranks = path, ranks
+        self.pending: list[tuple[int, float]] = []  # (step, lr) not yet written
+        self.loss_sum = torch.zeros((), device=device)  # their losses' sum, on the device
+        self.tokens, self.seconds, self.last_rate = 0, 0.0, 0.0  # training speed since tokens_per_s(restart=True)
+        if ranks.is_main:
+            start_train_log(path, keep_up_to)
+
+    def add(self, step: int, lr: float, loss: torch.Tensor, tokens: int, t0: float, write: bool = False):
+        """Note one step: its number (steps taken, counting it), its lr, its loss (on the device), the tokens it
+        trained on and time.perf_counter() at its start. With write, write() too and return its mean loss."""
+        self.pending.append((step, lr))
+        self.loss_sum += loss
+        mean_loss = self.write() if write else None
+        self.tokens += tokens
+        self.seconds += time.perf_counter() - t0  # after write(): its wait for the device is part of the step
+        return mean_loss
+
+    def write(self) -> float | None:
+        """Append the pending steps with their mean loss over every rank; return that loss (None if none)."""
+        if not self.pending:
+            return None
+        mean_loss = (all_reduce_sum(self.loss_sum) / (len(self.pending) * self.ranks.world_size)).item()
+        if self.ranks.is_main:
+            append_train_log(self.path, self.pending, mean_loss)
+        self.pending.clear()
+        self.loss_sum.zero_()
+        return mean_loss
+
+    def tokens_per_s(self, restart: bool = False) -> float:
+        """Training tokens per second of this rank since the last restart (the last value, if no step since)."""
+        if self.seconds > 0:
+            self.last_rate = self.tokens / self.seconds
+        if restart:
+            self.tokens, self.seconds = 0, 0.0
+        return self.last_rate

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-from cli import CLIError
+from extras.cli import CLIError
 
 # Generous: the other ranks wait here while rank 0 downloads and encodes (or trains a BPE on) a large corpus once.
 TIMEOUT = datetime.timedelta(hours=1)
@@ -86,3 +87,11 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(t)
     return t
+
+
+def wrap_for_ranks(model: torch.nn.Module, device: torch.device, ranks: Ranks) -> torch.nn.Module:
+    """Under torchrun, the model wrapped in DistributedDataParallel: it copies rank 0's weights to every rank now,
+    and from then on averages the gradients over ranks during backward(). In one process, the model itself."""
+    if not ranks.launched:
+        return model
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -12,7 +12,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import GPT
-from precision import Precision
+from extras.precision import Precision
 
 
 def sample_starts(n_tokens: int, block_size: int, batch_size: int, generator: torch.Generator) -> np.ndarray:
@@ -44,19 +44,6 @@ def has_fused_adamw(device_type: str) -> bool:
         return False
 
 
-MUON_TORCH = "2.9"  # the first torch with torch.optim.Muon
-
-# The workshop's GPT-2 and the 2026 pieces measured to help on this data (docs/ablate.sh, docs/BENCHMARKS.md): what
-# --recipe sets. A flag given on its own overrides the recipe's value, so `--recipe modern --optimizer adamw` is the
-# modern model trained with AdamW alone.
-RECIPES = {
-    "gpt2": {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False, "n_kv_head": None,
-             "tie_weights": True, "optimizer": "adamw"},
-    "modern": {"position": "rope", "norm": "layernorm", "mlp": "relu2", "qk_norm": False, "n_kv_head": None,
-               "tie_weights": True, "optimizer": "muon"},
-}
-
-
 def split_params(model: GPT, kind: str) -> dict[str, list[torch.nn.Parameter]]:
     """The model's parameters by how they are optimized: every parameter in exactly one list.
 
@@ -82,8 +69,8 @@ def configure_optimizer(model: GPT, learning_rate: float, weight_decay: float, b
 
     AdamW decays matmul weights and embeddings only, not biases and norm gains, and uses the fused kernel wherever
     this torch has one for the device (docs/BENCHMARKS.md measures what it saves on a CPU), unless fused says
-    otherwise (bench.py compares the two). Muon uses torch.optim.Muon at muon_lr (default: learning_rate), scaled
-    to match AdamW's update size ("match_rms_adamw"), so the two learning rates are in the same units. Every param
+    otherwise (bench.py compares the two). Muon (extras/modern.py) runs at muon_lr (default: learning_rate), in
+    AdamW's units. Every param
     group remembers its peak rate as "peak_lr"; train.py scales each by the schedule.
     """
     if kind not in ("adamw", "muon"):
@@ -96,12 +83,8 @@ def configure_optimizer(model: GPT, learning_rate: float, weight_decay: float, b
                               lr=learning_rate, betas=betas, fused=fused or None)
     if kind == "adamw":
         return [adamw]
-    if not hasattr(torch.optim, "Muon"):
-        raise ValueError(f"the muon optimizer needs torch {MUON_TORCH} or newer (this is torch {torch.__version__})")
-    muon_lr = muon_lr or learning_rate
-    muon = torch.optim.Muon([{"params": params["muon"], "peak_lr": muon_lr}], lr=muon_lr, weight_decay=weight_decay,
-                            adjust_lr_fn="match_rms_adamw")
-    return [adamw, muon]
+    from extras.modern import muon_optimizer  # only for --optimizer muon
+    return [adamw, muon_optimizer(params["muon"], muon_lr or learning_rate, weight_decay)]
 
 
 def train_step(model: GPT, step_model, optimizers: list, scaler, precision: Precision, micro_batches: list,

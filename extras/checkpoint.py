@@ -9,14 +9,16 @@ A checkpoint saved on one device resumes on another: tensors load to the CPU fir
 only where a scaler runs, and the optimizer keeps the kernel choice made for the device it now runs on.
 """
 
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from cli import CLIError
-from dataset import write_atomically
-from distributed import Ranks
+from extras.cli import CLIError
+from extras.dataset import write_atomically
+from extras.distributed import Ranks
+from extras.tokenizer import tokenizer_to_dict
 from model import GPT, GPTConfig
 
 
@@ -47,6 +49,40 @@ def model_from_checkpoint(checkpoint: dict, device: torch.device) -> GPT:
     model = GPT(GPTConfig(**checkpoint["model_config"]))
     model.load_state_dict(checkpoint["model"])
     return model.to(device).eval()
+
+
+def make_checkpoint(model: GPT, model_cfg: GPTConfig, train_config: dict, tokenizer, state: dict,
+                    optimizers: list | None = None, scaler=None, rng: dict | None = None) -> dict:
+    """The checkpoint dict of a run: weights, configs, tokenizer and state (best.pt), and with optimizers, also what
+    --resume needs (last.pt): the optimizers' and loss scaler's states and the random states (rng_states())."""
+    ckpt = {"model": model.state_dict(), "model_config": asdict(model_cfg), "train_config": train_config,
+            "tokenizer": tokenizer_to_dict(tokenizer), **state}
+    if optimizers is not None:
+        ckpt.update(optimizer=optimizers[0].state_dict(), scaler=scaler.state_dict(), rng=rng)
+        if len(optimizers) > 1:  # --optimizer muon
+            ckpt["muon"] = optimizers[1].state_dict()
+    return ckpt
+
+
+def restore_training(checkpoint: dict, model: GPT, optimizers: list, scaler) -> None:
+    """Load last.pt's weights, optimizer and loss scaler states into a run built with the same settings."""
+    model.load_state_dict(checkpoint["model"])
+    restore_optimizer(optimizers[0], checkpoint["optimizer"])
+    if len(optimizers) > 1:
+        restore_optimizer(optimizers[1], checkpoint["muon"])
+    if not restore_scaler(scaler, checkpoint["scaler"]) and scaler.is_enabled():
+        print("the checkpoint was trained without loss scaling; float16 here starts a fresh loss scaler")
+
+
+def check_writable(out_dir: Path) -> None:
+    """Fail before training, not at the first checkpoint, if out_dir cannot be written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise CLIError(f"cannot write to --out_dir {out_dir} ({e.strerror or e}); pick a folder you can write to") from None
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:

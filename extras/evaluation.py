@@ -13,10 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distributed import Ranks, agree
+from extras.distributed import Ranks, agree
+from extras.precision import Precision
+from extras.step import get_batch, sample_starts
+from extras.tokenizer import StreamDecoder
 from model import GPT
-from precision import Precision
-from tokenizer import StreamDecoder
 
 # Windows per forward pass in every evaluation: fixed, not the training micro-batch (which shrinks with ranks and
 # gradient accumulation), so that a run's logged loss does not depend on how its training batch was split.
@@ -93,3 +94,26 @@ def count_chars(tokenizer, ids: np.ndarray, chunk: int = 1 << 20) -> int:
     decoder = StreamDecoder(tokenizer)  # a multi-byte character cut between chunks is counted once
     n = sum(len(decoder.push(ids[i : i + chunk].tolist())) for i in range(0, len(ids), chunk))
     return n + len(decoder.flush())
+
+
+class EvalSets:
+    """What a training run evaluates on, fixed for the whole run so that successive evaluations compare: the start
+    of the val split (all of it for Tiny Shakespeare, at most eval_tokens) and a sample of as many train windows."""
+
+    def __init__(self, data, block_size: int, eval_tokens: int, seed: int):
+        self.block_size = block_size
+        self.val_ids = data.val[: eval_tokens + 1]
+        self.n_val_targets = len(self.val_ids) - 1
+        # Bits per character: the loss in a unit that does not depend on the tokenizer (a BPE token holds several).
+        self.chars_per_target = count_chars(data.tokenizer, self.val_ids[1:]) / self.n_val_targets
+        n_windows = math.ceil(self.n_val_targets / block_size)
+        starts = sample_starts(len(data.train), block_size, n_windows, torch.Generator().manual_seed(seed))
+        self.train_x, self.train_y = get_batch(data.train, block_size, starts, torch.device("cpu"))
+
+    def losses(self, model: GPT, precision: Precision, ranks: Ranks = Ranks()) -> dict:
+        """{"train": loss, "val": loss, "val_bpc": val bits per character}, each rank evaluating its share."""
+        val_batches = eval_windows(self.val_ids, self.block_size, EVAL_BATCH_SIZE, ranks.rank, ranks.world_size)
+        train_batches = window_batches(self.train_x, self.train_y, EVAL_BATCH_SIZE, ranks)
+        losses = {"train": evaluate(model, train_batches, precision, ranks), "val": evaluate(model, val_batches, precision, ranks)}
+        losses["val_bpc"] = losses["val"] / self.chars_per_target / math.log(2)
+        return losses

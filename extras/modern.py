@@ -1,0 +1,168 @@
+"""The 2026 pieces: what has changed in GPT-style models since GPT-2, each one flag on top of the workshop's model.
+
+    --position rope     rotary position embeddings (RoPE): queries and keys turned by their position, no table
+    --norm rmsnorm      RMSNorm: divide by the root mean square, then a gain; no mean, no bias
+    --mlp swiglu|relu2  a gated SiLU MLP (SwiGLU), or ReLU squared
+    --qk_norm           RMS-normalised queries and keys
+    --n_kv_head N       grouped-query attention: N key/value heads shared by the query heads
+    --no-tie_weights    an output head of its own
+    --optimizer muon    Muon for the weight matrices inside the blocks (AdamW for the rest)
+    --recipe modern     the bundle measured to pay on this data (RECIPES below)
+
+model.py builds GPT-2's pieces and asks this module (make_norm, make_attention, make_mlp there) only for a field that
+is not GPT-2's. The parameter names stay GPT-2's (c_attn, c_fc, c_proj), so every checkpoint loads the same way.
+Pure torch, like model.py.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model import MLP, CausalSelfAttention, GPTConfig
+
+# The workshop's GPT-2 and the 2026 pieces measured to help on this data (docs/ablate.sh, docs/BENCHMARKS.md): what
+# --recipe sets. A flag given on its own overrides the recipe's value, so `--recipe modern --optimizer adamw` is the
+# modern model trained with AdamW alone.
+RECIPES = {
+    "gpt2": {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False, "n_kv_head": None,
+             "tie_weights": True, "optimizer": "adamw"},
+    "modern": {"position": "rope", "norm": "layernorm", "mlp": "relu2", "qk_norm": False, "n_kv_head": None,
+               "tie_weights": True, "optimizer": "muon"},
+}
+
+MUON_TORCH = "2.9"  # the first torch with torch.optim.Muon
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    """RMSNorm: divide by the root mean square, then a gain. One statistic fewer than LayerNorm, the same results in
+    modern LLMs."""
+    return nn.RMSNorm(config.n_embd, eps=1e-5)
+
+
+def make_mlp(config: GPTConfig) -> nn.Module:
+    return SwiGLUMLP(config) if config.mlp == "swiglu" else ReLU2MLP(config)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rotary position embeddings (RoPE)
+
+
+def rotary_tables(head_size: int, positions: torch.Tensor, base: float = 10000.0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin, each (T, head_size), of the angle RoPE turns each channel by at each position.
+
+    Channels i and i + head_size/2 form pair i, which turns by position * base^(-2i / head_size): fast for the
+    first pairs, slower for the later ones. Both channels of a pair get the pair's angle, so the tables are as wide
+    as a head and apply_rotary needs no slicing of them.
+    """
+    inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32, device=positions.device) / head_size)
+    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, hs/2)
+    angles = torch.cat((angles, angles), dim=-1)  # (T, hs): pair i's angle at channels i and i + hs/2
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (channel i, channel i + hs/2) of x (B, nh, T, hs) by the angles in cos/sin (T, hs).
+
+    A query at position m and a key at position n, both rotated, have a dot product that depends only on m - n:
+    the model sees relative positions, and needs no position table.
+    """
+    dtype, x = x.dtype, x.float()
+    x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
+    # (x1, x2) turned by angle a is (x1 cos a - x2 sin a, x2 cos a + x1 sin a): all of x times cos, plus the halves
+    # swapped (the first negated) times sin. Five whole-width operations; the same numbers as pair-by-pair formulas.
+    rotated = x * cos + torch.cat((-x2, x1), dim=-1) * sin
+    return rotated.to(dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Attention with RoPE, QK-norm and grouped-query attention
+
+
+class ModernAttention(CausalSelfAttention):
+    """GPT-2's attention with any of: RoPE (--position rope), QK-norm (--qk_norm), grouped-query attention
+    (--n_kv_head): groups of query heads share one key/value head, so there are fewer keys and values to compute
+    and, above all, to keep in the KV cache while generating."""
+
+    def __init__(self, config: GPTConfig, layer: int = 0):
+        super().__init__(config, layer)
+        self.n_kv_head = config.kv_heads
+        self.kv_width = self.n_kv_head * self.head_size
+        if self.n_kv_head != self.n_head:  # queries for n_head heads, keys and values for n_kv_head each
+            self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * self.kv_width, bias=config.bias)
+        self.rope = config.position == "rope"
+        # QK-norm: each head's queries and keys get unit RMS (times a learned gain), so attention logits cannot
+        # grow without bound however large the weights become; that lets training use a higher learning rate.
+        self.q_norm = nn.RMSNorm(self.head_size, eps=1e-5) if config.qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_size, eps=1e-5) if config.qk_norm else None
+
+    def heads(self, x: torch.Tensor, past: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (B, nh, T, hs), keys and values (B, nkv, T, hs) of x (B, T, C), normalised and rotated as
+        configured; past: how many positions come before x."""
+        B, T, C = x.shape
+        hs, nh, nkv = self.head_size, self.n_head, self.n_kv_head
+        q, k, v = self.c_attn(x).split([C, self.kv_width, self.kv_width], dim=2)  # (B, T, C), (B, T, nkv*hs) x 2
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope:  # keys are rotated by their own positions before they are cached
+            cos, sin = rotary_tables(hs, torch.arange(past, past + T, device=x.device))
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        return q, k, v
+
+    def share_kv_heads(self, t: torch.Tensor) -> torch.Tensor:
+        """Repeat each key/value head (B, nkv, T, hs) for the nh / nkv query heads it serves, in a row."""
+        return t if self.n_kv_head == self.n_head else t.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return super().attend(q, self.share_kv_heads(k), self.share_kv_heads(v))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# MLPs
+
+
+class ReLU2MLP(MLP):
+    """GPT-2's MLP with ReLU squared in place of GELU: 4C wide."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.c_fc(x))  # (B, T, 4C)
+        return self.dropout(self.c_proj(h * h))  # ReLU squared, as one multiply
+
+
+def swiglu_hidden(config: GPTConfig) -> int:
+    """SwiGLU's hidden width: three matrices of C x h match the GELU MLP's two of C x 4C when h = 8C/3, rounded to
+    the nearest multiple of 8."""
+    return int(8 * config.n_embd / 3 / 8 + 0.5) * 8
+
+
+class SwiGLUMLP(nn.Module):
+    """Two projections to h = 8C/3, one through SiLU gating the other (SiLU(a) * b), then back to C: three matrices
+    of C x h hold about as many weights as GPT-2's two of C x 4C."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        hidden = swiglu_hidden(config)
+        self.c_fc = nn.Linear(config.n_embd, 2 * hidden, bias=config.bias)  # the gate and the value in one matmul
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.c_fc(x).chunk(2, dim=-1)  # (B, T, h) each
+        return self.dropout(self.c_proj(F.silu(gate) * value))  # (B, T, C)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Muon
+
+
+def muon_optimizer(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Muon for the weight matrices inside the blocks: momentum, then the update orthogonalised (every direction of
+    the matrix moved by the same amount), scaled to AdamW's update size ("match_rms_adamw"), so its learning rate is
+    in AdamW's units."""
+    if not hasattr(torch.optim, "Muon"):
+        raise ValueError(f"the muon optimizer needs torch {MUON_TORCH} or newer (this is torch {torch.__version__})")
+    return torch.optim.Muon([{"params": params, "peak_lr": lr}], lr=lr, weight_decay=weight_decay,
+                            adjust_lr_fn="match_rms_adamw")

@@ -1,0 +1,173 @@
+"""Tokenizers: text to token ids and back. CharTokenizer (one token per character) is the workshop's; byte-level
+BPE (--tokenizer bpe, any text, fewer tokens per line) is in extras/bpe.py.
+
+train.py builds one from the text (extras/dataset.py encodes the text with it); generate.py and evaluate.py rebuild
+it from the checkpoint. Both kinds save as plain strings (tokenizer_to_dict), so a checkpoint still loads with
+torch.load(weights_only=True).
+"""
+
+import json
+from collections.abc import Iterable
+
+import numpy as np
+
+N_CODE_POINTS = 0x110000  # every Unicode code point, U+0000 to U+10FFFF
+
+
+def ids_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned integer type that holds every token id: half the disk and memory of int32 for V <= 65536."""
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def name_chars(chars: Iterable[str]) -> str:
+    """The characters as Python literals, sorted, separated by spaces: 'x' 'é' '\\t'."""
+    return " ".join(repr(c) for c in sorted(chars))
+
+
+def code_points(text: str) -> np.ndarray:
+    """The Unicode code point of every character of text, as a uint32 array, without a Python loop per character."""
+    # UTF-32 stores each character as one 4-byte integer, so the encoded bytes *are* the code point array.
+    # surrogatepass: a lone surrogate (possible in a Python str, never in decoded UTF-8) is still one code point.
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def check_bpe_vocab_size(vocab_size: int) -> None:
+    """ValueError unless vocab_size leaves room for the 256 single bytes."""
+    if vocab_size < 256:
+        raise ValueError(f"vocab_size must be at least 256 (byte-level BPE starts from the 256 byte values), got {vocab_size}")
+
+
+class CharTokenizer:
+    """One token per character. stoi ("string to integer") maps each character of the vocabulary to its id, its
+    place in the sorted vocabulary; itos maps an id back to its character."""
+
+    kind = "char"
+
+    def __init__(self, chars: str):
+        if len(set(chars)) != len(chars):
+            raise ValueError("vocabulary characters must be distinct")
+        self.chars = chars  # the whole vocabulary as one string: plain data, stored as-is in checkpoints
+        self.stoi = {ch: i for i, ch in enumerate(chars)}
+        self.itos = list(chars)
+        self._table = None  # for encode_fast: code point -> token id, built on first use
+
+    @classmethod
+    def from_text(cls, text: str) -> "CharTokenizer":
+        """Build the vocabulary from the sorted set of characters in text."""
+        return cls("".join(sorted(set(text))))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def unknown(self, text: str) -> list[str]:
+        """Return the distinct characters of text that are not in the vocabulary, sorted."""
+        return sorted(set(text) - self.stoi.keys())
+
+    def encode(self, text: str) -> np.ndarray:
+        """Turn text into an array of token ids; raises ValueError naming any character outside the vocabulary."""
+        if self.unknown(text):
+            raise ValueError("characters not in the vocabulary: " + name_chars(self.unknown(text)))
+        return np.array([self.stoi[ch] for ch in text], dtype=self.dtype)
+
+    def decode(self, ids) -> str:
+        """Turn a sequence of token ids back into text."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise ValueError(f"token ids must be in [0, {self.vocab_size}), got {ids.min()}..{ids.max()}")
+        return "".join(self.itos[i] for i in ids)
+
+    def to_string(self) -> str:
+        """The vocabulary as one string: what a checkpoint stores."""
+        return self.chars
+
+    # What follows is the same encoding made fast for texts of any size (extras/dataset.py uses it): one array
+    # lookup for a whole chunk of text instead of a dictionary lookup per character.
+
+    @property
+    def dtype(self) -> np.dtype:
+        return ids_dtype(self.vocab_size)
+
+    @classmethod
+    def from_mask(cls, seen: np.ndarray) -> "CharTokenizer":
+        """Build the vocabulary from a boolean array indexed by code point (True: the character occurs)."""
+        if seen.shape != (N_CODE_POINTS,):
+            raise ValueError(f"the mask must have one entry per code point ({N_CODE_POINTS}), got shape {seen.shape}")
+        return cls("".join(map(chr, np.flatnonzero(seen))))  # flatnonzero is sorted, so the vocabulary is too
+
+    def lookup_table(self) -> np.ndarray:
+        """An int32 array of 0x110000 entries (4.4 MB): the token id of each code point, -1 where it has none."""
+        if self._table is None:
+            table = np.full(N_CODE_POINTS, -1, dtype=np.int32)
+            table[code_points(self.chars)] = np.arange(self.vocab_size, dtype=np.int32)
+            self._table = table
+        return self._table
+
+    def encode_fast(self, text: str) -> np.ndarray:
+        """encode(text), as one gather over the text's code points."""
+        cps = code_points(text)  # (N,)
+        ids = self.lookup_table()[cps]  # (N,) -1 for unknown characters
+        if (ids < 0).any():
+            raise ValueError("characters not in the vocabulary: " + name_chars(map(chr, np.unique(cps[ids < 0]))))
+        return ids.astype(self.dtype)
+
+
+def tokenizer_to_dict(tok) -> dict:
+    """The tokenizer as a dict of two plain strings, safe to save in a checkpoint."""
+    return {"kind": tok.kind, "data": tok.to_string()}
+
+
+def tokenizer_from_dict(d):
+    """Rebuild a tokenizer saved by tokenizer_to_dict; ValueError if d is not one."""
+    if not isinstance(d, dict) or not isinstance(d.get("data"), str):
+        raise ValueError("a saved tokenizer must be a dict with a string 'data'")
+    if d.get("kind") == "char":
+        if not d["data"]:
+            raise ValueError("the saved character vocabulary is empty")
+        return CharTokenizer(d["data"])
+    if d.get("kind") == "bpe":
+        from extras.bpe import BPETokenizer  # only for --tokenizer bpe (it needs the tokenizers package)
+        return BPETokenizer(d["data"])
+    raise ValueError(f"unknown tokenizer kind {d.get('kind')!r} (expected 'char' or 'bpe')")
+
+
+def tokenizer_from_checkpoint(ckpt: dict):
+    """The tokenizer a checkpoint was trained with: ckpt["tokenizer"], or older versions' character vocabulary ckpt["vocab"]."""
+    if "tokenizer" in ckpt:
+        return tokenizer_from_dict(ckpt["tokenizer"])
+    if "vocab" in ckpt:
+        return tokenizer_from_dict({"kind": "char", "data": ckpt["vocab"]})
+    raise ValueError("the checkpoint holds no tokenizer (neither 'tokenizer' nor 'vocab')")
+
+
+class StreamDecoder:
+    """Turns token ids into text as they arrive, never printing half a character.
+
+    A BPE token can end part-way through a multi-byte character; decoding it alone gives "\ufffd". So we hold back
+    text that ends in "\ufffd" until the next ids complete the character (or flush() gives up on it).
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.pending = []  # ids since the last point where the decoded text ended on a whole character
+        self.emitted = 0  # characters of decode(pending) already returned
+
+    def push(self, ids: list[int]) -> str:
+        """Take the next ids; return the new text that is certain."""
+        if self.tokenizer.kind == "char":
+            return self.tokenizer.decode(ids)  # every token is a whole character
+        self.pending.extend(int(i) for i in ids)
+        text = self.tokenizer.decode(self.pending)
+        certain = text.rstrip("\ufffd")  # a cut-off character decodes to "\ufffd" at the very end
+        new = certain[self.emitted :]
+        if certain == text:  # ended on a whole character: later bytes decode independently of these
+            self.pending, self.emitted = [], 0
+        else:
+            self.emitted = len(certain)
+        return new
+
+    def flush(self) -> str:
+        """Return whatever was held back (with "\ufffd" for bytes that never became a whole character)."""
+        text = self.tokenizer.decode(self.pending)[self.emitted :] if self.pending else ""
+        self.pending, self.emitted = [], 0
+        return text
