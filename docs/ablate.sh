@@ -44,7 +44,7 @@ declare -A added=(
   [+muon]="--optimizer muon"
 )
 # Every piece at once (but grouped-query attention, which is for the cache), then without each of its pieces (the
-# GPT-2 choice put back). The modern recipe (RECIPES in step.py) is the pieces these runs and the "time" runs showed
+# GPT-2 choice put back). The modern recipe (RECIPES in extras/modern.py) is the pieces these runs and the "time" runs showed
 # to pay for themselves on this CPU: RoPE, ReLU² and Muon.
 all="--position rope --norm rmsnorm --mlp swiglu --qk_norm --no-tie_weights --optimizer muon"
 declare -A removed=(
@@ -123,8 +123,8 @@ case $mode in
     # What the CPU default should be: each candidate run as `python train.py` runs it (300 s, an evaluation every 1000
     # steps), one after another. The "-180s" and "-175s" runs ask the first target directly: the modern recipe with its
     # schedule fitted to 60% of GPT-2's 300 s (175 s leaves room for the closing evaluation within 60% of GPT-2's
-    # time). modern-b8-t256 is today's CPU default (plain `python train.py`), gpt2-b32-t64 the GPT-2 CPU default before
-    # it, and gpt2-muon-b32-t64 GPT-2 with Muon alone.
+    # time). gpt2-b32-t64 is the CPU default (plain `python train.py`), modern-b8-t256 what `--recipe modern` runs
+    # on a CPU, and gpt2-muon-b32-t64 GPT-2 with Muon alone.
     modern="--recipe modern --muon_lr 2e-3"
     for seed in $seeds; do
       run gpt2-b32-t64 "$seed" "--recipe gpt2 --batch_size 32 --block_size 64"

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p out
-uv run python -c "from dataset import DEFAULT_DATA; print(DEFAULT_DATA.read_text(encoding='utf-8')[:100_000], end='')" \
+uv run python -c "from extras.dataset import DEFAULT_DATA; print(DEFAULT_DATA.read_text(encoding='utf-8')[:100_000], end='')" \
   > out/shakespeare-100k.txt
 uv run python train.py --data out/shakespeare-100k.txt --out_dir out/overfit --overwrite --preset tiny \
   --batch_size 32 --block_size 128 --max_iters 3000 --eval_interval 100 --dropout 0

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the pictures in README's "How it works" (docs/pictures/*.png) and the figures behind generate.py's
-# defaults (the window policy and the weights' dtype), from one real checkpoint: the GPT-2 CPU default's (the CPU
-# default until issue 10 made it the modern recipe at context 128; these flags put those settings back).
+# defaults (the window policy and the weights' dtype), from one real checkpoint: the CPU default's (GPT-2, batch
+# 32 x 64; the flags pin those settings, so the pictures stay reproducible if the default moves).
 #
 #   bash docs/pictures.sh            # trains `python train.py --recipe gpt2 --batch_size 32 --block_size 64` (300 s)
 #                                    # into out/pictures-run unless that run's best.pt exists, then draws and measures
