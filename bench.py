@@ -9,12 +9,13 @@
     python bench.py --optimizer_step                  # the AdamW step alone: multi-tensor against fused
     python bench.py --gpu_check                       # on a GPU: tests, speed, medium with each recipe
 
-Training: full optimizer steps (forward, backward, clip, AdamW) with train.py's step code and precision (dtype,
-loss scaler, compile) for the device, on random token ids, timed after warm-up steps with the device synchronised
-before each clock read. Generation: new tokens per second from a one-token prompt, recomputing the whole window at
-every step (as nanoGPT's sample.py) against the KV cache with each window policy, in float32 and with the weights in
-the dtype generate.py picks. Encoding: dataset.prepare() on a generated text of --data_mb megabytes, each run in a
-fresh process so that its peak memory (the operating system's high-water mark for that process) is its own.
+Training: full optimizer steps (forward, backward, clip, AdamW) with train.py's step code and precision
+(dtype, loss scaler, compile) for the device, on random token ids, timed after warm-up steps with the device
+synchronised before each clock read. Generation: new tokens per second from a one-token prompt, recomputing
+the whole window at every step (as nanoGPT's sample.py) against the KV cache with each window policy, in
+float32 and with the weights in the dtype generate.py picks. Encoding: dataset.prepare() on a generated text
+of --data_mb megabytes, each run in a fresh process so that its peak memory (the operating system's high-water
+mark for that process) is its own.
 """
 
 import json
@@ -44,8 +45,8 @@ LEARNING_RATE, WEIGHT_DECAY, BETAS = 1e-3, 0.1, (0.9, 0.99)
 
 def time_training(preset: str, batch_size: int, block_size: int, steps: int, warmup: int, precision: Precision,
                   recipe: str = "gpt2") -> dict:
-    """Seconds per optimizer step of preset, built and optimized as train.py's --recipe makes it, at batch_size x
-    block_size, after warmup steps."""
+    """Seconds per optimizer step of preset, built and optimized as train.py's --recipe makes it, at
+    batch_size x block_size, after warmup steps."""
     device = precision.device
     torch.manual_seed(0)
     pieces = {k: v for k, v in RECIPES[recipe].items() if k != "optimizer"}
@@ -75,8 +76,8 @@ def time_training(preset: str, batch_size: int, block_size: int, steps: int, war
 
 def time_generation(preset: str, new_tokens: int, device: torch.device, use_cache: bool, window: str = "shift",
                     dtype: torch.dtype = torch.float32, repeats: int = 1) -> float:
-    """Tokens per second generating new_tokens from a one-token prompt, the median of `repeats` runs (weights are
-    random: speed does not care)."""
+    """Tokens per second generating new_tokens from a one-token prompt, the median of `repeats` runs (weights
+    are random: speed does not care)."""
     torch.manual_seed(0)
     model = GPT(replace(PRESETS[preset], vocab_size=65)).to(device, dtype).eval()
     start = torch.zeros((1, 1), dtype=torch.long, device=device)
@@ -93,8 +94,8 @@ def time_generation(preset: str, new_tokens: int, device: torch.device, use_cach
 
 
 def half_width_dtype(device: torch.device) -> torch.dtype:
-    """The 16-bit dtype generation's weights are measured in on this device: bfloat16 where it is native (or on a CPU,
-    to show what it costs there), float16 elsewhere."""
+    """The 16-bit dtype generation's weights are measured in on this device: bfloat16 where it is native (or
+    on a CPU, to show what it costs there), float16 elsewhere."""
     native_bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False))
     return torch.bfloat16 if native_bf16 else torch.float16
 
@@ -105,8 +106,8 @@ GENERATION_WAYS = {"recompute": (False, "slide", False), "slide": (True, "slide"
 
 
 def generation_rates(preset: str, new_tokens: int, device: torch.device, repeats: int) -> dict[str, float]:
-    """Tokens/s for each of GENERATION_WAYS: full recomputation of the window at every step (nanoGPT's sample.py), the
-    KV cache with the slide and shift windows, and shift with half-width weights."""
+    """Tokens/s for each of GENERATION_WAYS: full recomputation of the window at every step (nanoGPT's
+    sample.py), the KV cache with the slide and shift windows, and shift with half-width weights."""
     half = half_width_dtype(device)
     return {name: time_generation(preset, new_tokens, device, use_cache, window, half if halved else torch.float32,
                                   repeats) for name, (use_cache, window, halved) in GENERATION_WAYS.items()}
@@ -131,8 +132,8 @@ def generation_table(presets: list[str], new_tokens: int, device: torch.device, 
 
 
 def make_big_text(path: Path, megabytes: int, source: Path) -> None:
-    """Write about megabytes MB of text: source's lines in a seeded random order, with a line of other scripts now
-    and then so the vocabulary is wider than English's."""
+    """Write about megabytes MB of text: source's lines in a seeded random order, with a line of other scripts
+    now and then so the vocabulary is wider than English's."""
     lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
     extra = ["Ἐν ἀρχῇ ἦν ὁ λόγος.\n", "В начале было Слово.\n", "太初有道。\n", "🎭 Exeunt omnes.\n"]
     rng = random.Random(0)
@@ -145,10 +146,10 @@ def make_big_text(path: Path, megabytes: int, source: Path) -> None:
             written += f.write(chunk)  # characters, a little under bytes: close enough for a size label
 
 
-# Runs a script as __main__ and, on the way out, reports the process's memory. VmHWM is the high-water mark of its
-# resident memory since it started (getrusage's ru_maxrss would also count the torch-importing parent that forked
-# it). Resident memory includes pages of memory-mapped files, which the kernel maps in as they are read and can drop
-# at any time; RssAnon, read at exit, is the memory the process itself allocated.
+# Runs a script as __main__ and, on the way out, reports the process's memory. VmHWM is the high-water mark of
+# its resident memory since it started (getrusage's ru_maxrss would also count the torch-importing parent that
+# forked it). Resident memory includes pages of memory-mapped files, which the kernel maps in as they are read
+# and can drop at any time; RssAnon, read at exit, is the memory the process itself allocated.
 PEAK_MEMORY_WRAPPER = """
 import atexit, runpy, sys
 def report():
@@ -163,8 +164,8 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 def run_measured(script: str, *args: str) -> tuple[float, float, float, str]:
     """Run `python script args` in a fresh process; return its wall seconds, its peak resident memory and its
-    allocated (anonymous) memory at exit, both in MB, and its stdout. A failure is a CLIError with its last stderr
-    line. Linux only (it reads /proc)."""
+    allocated (anonymous) memory at exit, both in MB, and its stdout. A failure is a CLIError with its last
+    stderr line. Linux only (it reads /proc)."""
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", PEAK_MEMORY_WRAPPER, script, *args], cwd=Path(__file__).resolve().parent,
                           capture_output=True, text=True)
@@ -184,8 +185,8 @@ def time_encoding(text_path: Path, cache_dir: Path, kind: str, vocab_size: int) 
 
 
 def encoding_table(megabytes: int, work_dir: Path, bpe_vocab: int) -> list[str]:
-    """Markdown lines: first and cached prepare() of a generated text, char and BPE; then training's peak memory on
-    that text against Tiny Shakespeare's."""
+    """Markdown lines: first and cached prepare() of a generated text, char and BPE; then training's peak
+    memory on that text against Tiny Shakespeare's."""
     if not DEFAULT_DATA.exists():
         raise CLIError(f"the encoding benchmark builds its text from Tiny Shakespeare at {DEFAULT_DATA}; run train.py once")
     text_path = work_dir / f"text-{megabytes}MB.txt"
@@ -242,9 +243,9 @@ def time_to_target(metrics_path: Path, target: float) -> str:
 
 
 def compare_runs(folder: Path) -> list[str]:
-    """Markdown lines: one row per variant in folder (folder/VARIANT/seedN/, as docs/ablate.sh lays out train.py
-    runs), with its final full-val loss per seed, the mean loss and bits per character, training tokens/s and the
-    parameter count. The flags come from VARIANT/flags.txt where there is one."""
+    """Markdown lines: one row per variant in folder (folder/VARIANT/seedN/, as docs/ablate.sh lays out
+    train.py runs), with its final full-val loss per seed, the mean loss and bits per character, training
+    tokens/s and the parameter count. The flags come from VARIANT/flags.txt where there is one."""
     variants = sorted(p for p in folder.iterdir() if p.is_dir() and any(p.glob("seed*/metrics.csv")))
     if not variants:
         raise CLIError(f"no finished runs under {folder} (expected {folder}/VARIANT/seedN/metrics.csv)")
@@ -253,7 +254,8 @@ def compare_runs(folder: Path) -> list[str]:
     for variant in variants:
         runs = sorted(variant.glob("seed*/metrics.csv"))
         # The last evaluation's row: its loss, and tokens/s over the steps since the evaluation before (with
-        # docs/ablate.sh's one evaluation at the start and one at the end, that is the whole run's training speed).
+        # docs/ablate.sh's one evaluation at the start and one at the end, that is the whole run's training
+        # speed).
         finals = [read_metrics(m)[-1] for m in runs]
         config = torch.load(runs[0].parent / "last.pt", map_location="cpu", weights_only=True)
         n_params = GPT(GPTConfig(**config["model_config"])).num_params()
@@ -310,10 +312,10 @@ def optimizer_table(presets: list[str], steps: int, warmup: int, device: torch.d
 
 
 def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None) -> list[str]:
-    """The GPU check (docs/gpu_check.sh) as markdown lines: one table of the `gpu` tests' result, training speed per
-    preset in the device's dtype with compile off and on, generation speed per preset, and medium train.py runs, one per
-    recipe, each with its time to target_loss and best val loss. With smoke, tiny sizes on whatever device this is (a
-    CPU in the tests), to check the plumbing."""
+    """The GPU check (docs/gpu_check.sh) as markdown lines: one table of the `gpu` tests' result, training
+    speed per preset in the device's dtype with compile off and on, generation speed per preset, and medium
+    train.py runs, one per recipe, each with its time to target_loss and best val loss. With smoke, tiny sizes
+    on whatever device this is (a CPU in the tests), to check the plumbing."""
     precision = make_precision("auto", "auto", "off")
     device = precision.device
     if device.type == "cpu" and not smoke:
@@ -355,8 +357,9 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None
             f"cached {r['slide']:,.0f}, shift cached {r['shift']:,.0f}, shift cached with "
             f"{str(half_width_dtype(device)).removeprefix('torch.')} weights {r['shift_half']:,.0f}")
 
-    # The workshop's medium run, with the GPT-2 recipe and then the modern one (docs/ablate.sh measures the pieces on
-    # a CPU; this is the same comparison at the GPU's size): time to target_loss and best val loss of each.
+    # The workshop's medium run, with the GPT-2 recipe and then the modern one (docs/ablate.sh measures the
+    # pieces on a CPU; this is the same comparison at the GPU's size): time to target_loss and best val loss
+    # of each.
     for recipe in RECIPES:
         run_dir = work_dir / f"gpu-check-run-{recipe}"
         flags = (["--preset", "tiny", "--n_layer", "1", "--n_embd", "32", "--block_size", "32", "--batch_size", "8",

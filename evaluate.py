@@ -4,12 +4,12 @@
     python evaluate.py --checkpoint out/last.pt --data my.txt
     python evaluate.py --block_size 128 --weights_dtype bfloat16   # what a shorter context, bfloat16 weights cost
 
-The loss is the mean cross-entropy over every token of the validation split (the last 10% of the text), read in
-non-overlapping windows of the model's block_size: each token is predicted exactly once. The split streams from the
-token cache's memory map a batch of windows at a time, so a corpus of any size evaluates in the same memory. Bits per
-character divide the total by the characters those tokens hold, so char and BPE models compare. The device, dtype and
-evaluation code are training's (precision.py, evaluation.py): on the same device, this prints the val loss the run
-logged for the checkpoint.
+The loss is the mean cross-entropy over every token of the validation split (the last 10% of the text), read
+in non-overlapping windows of the model's block_size: each token is predicted exactly once. The split streams
+from the token cache's memory map a batch of windows at a time, so a corpus of any size evaluates in the same
+memory. Bits per character divide the total by the characters those tokens hold, so char and BPE models
+compare. The device, dtype and evaluation code are training's (precision.py, evaluation.py): on the same
+device, this prints the val loss the run logged for the checkpoint.
 """
 
 import argparse

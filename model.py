@@ -1,12 +1,12 @@
 """A GPT language model in plain PyTorch: GPT-2, as the workshop teaches it.
 
-Read top to bottom: the config and the presets, the three pieces of a transformer block (attention, MLP, the block
-itself), the whole model, and sampling. Pure torch: no files, no printing, no command line. Tensor shapes use
-B = batch size, T = sequence length (time), C = embedding width (n_embd), V = vocabulary size, nh = heads,
-hs = head size (C / nh).
+Read top to bottom: the config and the presets, the three pieces of a transformer block (attention, MLP, the
+block itself), the whole model, and sampling. Pure torch: no files, no printing, no command line. Tensor
+shapes use B = batch size, T = sequence length (time), C = embedding width (n_embd), V = vocabulary size, nh =
+heads, hs = head size (C / nh).
 
-The 2026 pieces (RoPE, RMSNorm, SwiGLU / ReLU², QK-norm, grouped-query attention) are GPTConfig fields whose defaults
-are GPT-2's; make_norm, make_attention and make_mlp below plug them in from extras/modern.py.
+The 2026 pieces (RoPE, RMSNorm, SwiGLU / ReLU², QK-norm, grouped-query attention) are GPTConfig fields whose
+defaults are GPT-2's; make_norm, make_attention and make_mlp below plug them in from extras/modern.py.
 """
 
 import math
@@ -32,8 +32,8 @@ class GPTConfig:
     n_embd: int = field(default=384, **_help("embedding width C"))
     dropout: float = field(default=0.0, **_help("dropout probability while training, in [0, 1)"))
     bias: bool = field(default=True, **_help("biases in Linear and LayerNorm layers, as in GPT-2"))
-    # The 2026 pieces (extras/modern.py), one field each. The defaults are GPT-2's, so a checkpoint saved before
-    # these fields existed loads as the model it was.
+    # The 2026 pieces (extras/modern.py), one field each. The defaults are GPT-2's, so a checkpoint saved
+    # before these fields existed loads as the model it was.
     position: str = field(default="learned", **_help(
         "learned: a trained table of positions (GPT-2); rope: rotate queries and keys by position",
         choices=["learned", "rope"]))
@@ -42,9 +42,10 @@ class GPTConfig:
     mlp: str = field(default="gelu", **_help(
         "gelu: 4x wide, GELU (GPT-2); swiglu: gated, 8/3x wide (about as many weights); relu2: 4x wide, ReLU "
         "squared", choices=["gelu", "swiglu", "relu2"]))
-    qk_norm: bool = field(default=False, **_help("RMS-normalise each head's queries and keys before attention"))
+    qk_norm: bool = field(default=False, **_help("RMS-normalise each head's queries and keys, then attend"))
     n_kv_head: int | None = field(default=None, **_help(
-        "key/value heads, each shared by a group of query heads (grouped-query attention); must divide n_head",
+        "key/value heads, each shared by a group of query heads (grouped-query attention); must divide "
+        "n_head",
         default_help="n_head: ordinary multi-head attention"))
     tie_weights: bool = field(default=True, **_help(
         "the output head reuses the token embedding matrix (GPT-2); --no-tie_weights gives it its own"))
@@ -95,8 +96,8 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def heads(self, x: torch.Tensor, past: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries, keys and values of x (B, T, C), each split into heads: (B, nh, T, hs). past: how many positions
-        come before x (GPT-2 does not need it: positions were added to x already; RoPE does)."""
+        """Queries, keys and values of x (B, T, C), each split into heads: (B, nh, T, hs). past: how many
+        positions come before x (GPT-2 does not need it: positions were added to x already; RoPE does)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
         # Split C into nh heads of size hs and move the heads next to the batch dimension.
@@ -106,7 +107,7 @@ class CausalSelfAttention(nn.Module):
         return q, k, v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """softmax(q kᵀ / √hs) v with the future masked out: (B, nh, T, hs). PyTorch picks the fastest kernel."""
+        """softmax(q kᵀ / √hs) v with the future masked out: (B, nh, T, hs), by PyTorch's fastest kernel."""
         dropout = self.dropout if self.training else 0.0
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=q.size(2) > 1)
 
@@ -159,7 +160,8 @@ def make_mlp(config: GPTConfig) -> nn.Module:
 
 
 class Block(nn.Module):
-    """One transformer block: attention then MLP, each on a normalised copy added back to the residual stream."""
+    """One transformer block: attention then MLP, each on a normalised copy added back to the residual
+    stream."""
 
     def __init__(self, config: GPTConfig, layer: int = 0):
         super().__init__()
@@ -216,9 +218,11 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor only once
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache=None):
-        """Map token ids (B, T) to next-token logits (B, T, V), and the mean cross-entropy if targets are given.
+        """Map token ids (B, T) to next-token logits (B, T, V), and the mean cross-entropy if targets are
+        given.
 
-        cache (extras/engine.py) makes idx the continuation of what the cache already holds: used by generation.
+        cache (extras/engine.py) makes idx the continuation of what the cache already holds: used by
+        generation.
         """
         B, T = idx.shape
         past = cache.length if cache is not None else 0  # positions already in the cache
@@ -227,15 +231,16 @@ class GPT(nn.Module):
                              f"{self.config.block_size}")
         x = self.transformer.wte(idx)  # (B, T, C)
         if "wpe" in self.transformer:
-            x = x + self.transformer.wpe(torch.arange(past, past + T, device=idx.device))  # + (T, C) broadcasts
+            # + (T, C) broadcasts
+            x = x + self.transformer.wpe(torch.arange(past, past + T, device=idx.device))
         x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x, cache)
         if cache is not None:
             cache.length += T  # every block has stored its keys and values for these positions
         x = self.transformer.ln_f(x)
-        # The head runs in float32 even under autocast or with bfloat16 weights: the softmax over the vocabulary is
-        # where bfloat16's 8 bits of mantissa would blur the loss, and it is one small matmul.
+        # The head runs in float32 even under autocast or with bfloat16 weights: the softmax over the
+        # vocabulary is where bfloat16's 8 bits of mantissa would blur the loss, and it is one small matmul.
         with torch.autocast(x.device.type, enabled=False):
             logits = F.linear(x.float(), self.lm_head.weight.float())  # (B, T, V)
         loss = None
@@ -244,13 +249,13 @@ class GPT(nn.Module):
         return logits, loss
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Return idx (B, T) extended by max_new_tokens sampled ids. Call model.eval() first.
 
-        Each step feeds the last block_size tokens through the whole model and samples from the last position's
-        logits. extras/engine.py gives the same tokens much faster (it keeps every position's keys and values);
-        generate.py uses it.
+        Each step feeds the last block_size tokens through the whole model and samples from the last
+        position's logits. extras/engine.py gives the same tokens much faster (it keeps every position's keys
+        and values); generate.py uses it.
         """
         for _ in range(max_new_tokens):
             logits, _ = self(idx[:, -self.config.block_size:])  # (B, T, V)
@@ -259,7 +264,7 @@ class GPT(nn.Module):
         return idx
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Sampling: from the last position's logits to the next token.
 
 
@@ -267,9 +272,9 @@ def next_token_candidates(logits: torch.Tensor, temperature: float, top_k: int |
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """The tokens sampling may pick after logits (B, V), and their probabilities: (probs, ids), each (B, k).
 
-    Temperature divides the logits before the softmax (below 1 sharpens, above 1 flattens); top_k keeps the k most
-    likely tokens (k clamped to V; ties broken by torch.topk), most likely first. Temperature 0 is greedy: the single
-    most likely token, probability 1.
+    Temperature divides the logits before the softmax (below 1 sharpens, above 1 flattens); top_k keeps the k
+    most likely tokens (k clamped to V; ties broken by torch.topk), most likely first. Temperature 0 is
+    greedy: the single most likely token, probability 1.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -290,9 +295,9 @@ def sample_next_token(logits: torch.Tensor, temperature: float, top_k: int | Non
                       generator: torch.Generator | None = None) -> torch.Tensor:
     """Pick one next token per row of logits (B, V); returns ids (B, 1) on the logits' device.
 
-    The draw is one uniform number per row from a CPU generator, looked up in the running sum of the candidates'
-    probabilities: the same tokens on every device for one seed, and no torch.multinomial (on MPS it has returned
-    impossible ids).
+    The draw is one uniform number per row from a CPU generator, looked up in the running sum of the
+    candidates' probabilities: the same tokens on every device for one seed, and no torch.multinomial (on MPS
+    it has returned impossible ids).
     """
     probs, ids = next_token_candidates(logits, temperature, top_k)
     if temperature == 0:

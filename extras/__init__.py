@@ -1,5 +1,5 @@
-"""Everything past the workshop, one module per concern; the workshop's files (model.py, train.py, generate.py) import
-what they need from here, and a learner opens a module only when they use what it is for.
+"""Everything past the workshop, one module per concern; the workshop's files (model.py, train.py,
+generate.py) import what they need from here, and a learner opens a module only when they use what it is for.
 
     modern.py       the 2026 pieces: RoPE, RMSNorm, SwiGLU / ReLU², QK-norm, grouped-query attention, Muon, RECIPES
     engine.py       fast generation: KV cache, shift / slide windows, batched samples, half-width weights

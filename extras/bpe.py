@@ -1,5 +1,5 @@
-"""Byte-level BPE (--tokenizer bpe): the 256 byte values plus merges learned from the text, from the Hugging Face
-`tokenizers` library. Any text encodes (no character is ever unknown) in fewer tokens than characters.
+"""Byte-level BPE (--tokenizer bpe): the 256 byte values plus merges learned from the text, from the Hugging
+Face `tokenizers` library. Any text encodes (no character is ever unknown) in fewer tokens than characters.
 """
 
 import json
@@ -26,9 +26,9 @@ def hf_tokenizers():
 def byte_of_symbol() -> dict[str, int]:
     """Byte-level BPE's stand-in characters back to the bytes they stand for.
 
-    Byte-level BPE (GPT-2's) writes each byte as a printable character: the printable Latin-1 bytes as themselves,
-    the other 68 (space, newline, control bytes...) as the characters from U+0100 on, in byte order. So " the" is
-    stored in the vocabulary as "Ġthe" (Ġ is U+0120, byte 32).
+    Byte-level BPE (GPT-2's) writes each byte as a printable character: the printable Latin-1 bytes as
+    themselves, the other 68 (space, newline, control bytes...) as the characters from U+0100 on, in byte
+    order. So " the" is stored in the vocabulary as "Ġthe" (Ġ is U+0120, byte 32).
     """
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     others = [b for b in range(256) if b not in printable]
@@ -40,9 +40,9 @@ def byte_of_symbol() -> dict[str, int]:
 class BPETokenizer:
     """Byte-level BPE from the Hugging Face `tokenizers` library: the 256 byte values plus learned merges.
 
-    Every text is a sequence of UTF-8 bytes, so no character is ever unknown. A token is a byte sequence that may end
-    in the middle of a multi-byte character (an emoji is 4 bytes); decode() of such a piece gives "\ufffd" there,
-    which is why generation prints through a StreamDecoder.
+    Every text is a sequence of UTF-8 bytes, so no character is ever unknown. A token is a byte sequence that
+    may end in the middle of a multi-byte character (an emoji is 4 bytes); decode() of such a piece gives
+    "\ufffd" there, which is why generation prints through a StreamDecoder.
     """
 
     kind = "bpe"
@@ -54,7 +54,8 @@ class BPETokenizer:
             config = json.loads(json_str)
         except Exception as e:  # the library raises a bare Exception for malformed JSON
             raise ValueError(f"not a valid tokenizer JSON ({str(e)[:200]})") from None
-        # Only byte-level BPE encodes every text; another tokenizer would silently map unknown text to nothing.
+        # Only byte-level BPE encodes every text; another tokenizer would silently map unknown text to
+        # nothing.
         model, pre = (config.get(k) or {} for k in ("model", "pre_tokenizer"))
         if model.get("type") != "BPE" or pre.get("type") != "ByteLevel":
             raise ValueError(f"not a byte-level BPE tokenizer (model {model.get('type')}, pre-tokenizer {pre.get('type')})")
@@ -66,7 +67,8 @@ class BPETokenizer:
         check_bpe_vocab_size(vocab_size)
         hf = hf_tokenizers()
         tok = hf.Tokenizer(hf.models.BPE())
-        # Split into GPT-2 style words ("Hello", " world", "!") and map each byte to a printable stand-in character.
+        # Split into GPT-2 style words ("Hello", " world", "!") and map each byte to a printable stand-in
+        # character.
         tok.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = hf.decoders.ByteLevel()
         trainer = hf.trainers.BpeTrainer(
@@ -75,7 +77,8 @@ class BPETokenizer:
             special_tokens=[],
             show_progress=False,
         )
-        tok.train_from_iterator(texts, trainer=trainer)  # word counts, then merges by count (ties by pair): deterministic
+        # word counts, then merges by count (ties by pair): deterministic
+        tok.train_from_iterator(texts, trainer=trainer)
         return cls(tok.to_str())
 
     @property
@@ -104,7 +107,8 @@ class BPETokenizer:
     def decode(self, ids) -> str:
         """Turn a sequence of token ids back into text ("\ufffd" where the ids end inside a character)."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
-        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):  # the library would silently skip them
+        # the library would silently skip them
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
             raise ValueError(f"token ids must be in [0, {self.vocab_size}), got {ids.min()}..{ids.max()}")
         return self._tok.decode(ids.tolist())
 
@@ -121,8 +125,8 @@ class BPETokenizer:
         return out
 
 
-# Encoding a text of any size, a chunk at a time (extras/dataset.py streams the chunks): a chunk is cut only where
-# BPE would give the same tokens on both sides, so the ids are exactly those of the whole text.
+# Encoding a text of any size, a chunk at a time (extras/dataset.py streams the chunks): a chunk is cut only
+# where BPE would give the same tokens on both sides, so the ids are exactly those of the whole text.
 
 
 def write_bpe_ids(f, tokenizer: BPETokenizer, chunks: Iterator[str]) -> int:
@@ -136,12 +140,14 @@ def write_bpe_ids(f, tokenizer: BPETokenizer, chunks: Iterator[str]) -> int:
 
 
 def safe_cut(text: str, lo: int, hi: int) -> int:
-    """The largest i with lo < i < hi where text can be cut in two without changing its BPE tokens; -1 if none.
+    """The largest i with lo < i < hi where text can be cut in two without changing its BPE tokens; -1 if
+    none.
 
     Safe: just before a newline (or, failing that, a space) that follows a non-space character. The byte-level
-    pre-tokenizer splits text into words with GPT-2's regex, whose matches never run from a non-space character
-    into whitespace after it, so both sides of such a cut split into the same words as they do in the whole text;
-    BPE then works within words. So encoding the pieces one by one gives exactly the ids of the whole text.
+    pre-tokenizer splits text into words with GPT-2's regex, whose matches never run from a non-space
+    character into whitespace after it, so both sides of such a cut split into the same words as they do in
+    the whole text; BPE then works within words. So encoding the pieces one by one gives exactly the ids of
+    the whole text.
     """
     for sep in ("\n", " "):
         i = text.rfind(sep, lo + 1, hi)
@@ -173,7 +179,8 @@ def piece_batches(chunks: Iterator[str]) -> Iterator[list[str]]:
             if len(text) < MAX_CARRY_CHARS:
                 carry = text
                 continue
-            end = len(text)  # megabytes without a space or newline: cut anyway (the ids still decode to the text)
+            # megabytes without a space or newline: cut anyway (the ids still decode to the text)
+            end = len(text)
         carry = text[end:]
         yield split_at_safe_cuts(text[:end], PIECES_PER_CHUNK)
     if carry:

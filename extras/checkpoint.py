@@ -1,12 +1,13 @@
-"""Checkpoints: one dict of tensors and plain Python types, so torch.load(weights_only=True) can read it safely.
+"""Checkpoints: one dict of tensors and plain Python types, so torch.load(weights_only=True) can read it
+safely.
 
     model, model_config, tokenizer       what generate.py and evaluate.py need (best.pt holds only these and the state)
     step, best_val_loss, ...             the run's state (train.RunState) at the time of saving
     train_config                         the run's hyperparameters (not how it was launched: device, dtype, compile)
     optimizer, scaler, rng               what --resume needs on top (last.pt)
 
-A checkpoint saved on one device resumes on another: tensors load to the CPU first, the loss scaler's state is used
-only where a scaler runs, and the optimizer keeps the kernel choice made for the device it now runs on.
+A checkpoint saved on one device resumes on another: tensors load to the CPU first, the loss scaler's state is
+used only where a scaler runs, and the optimizer keeps the kernel choice made for the device it now runs on.
 """
 
 from dataclasses import asdict
@@ -39,7 +40,8 @@ def load_checkpoint(path: Path) -> dict:
     required = {"model", "model_config", "step"}
     if not isinstance(checkpoint, dict) or not required <= checkpoint.keys():
         raise CLIError(f"{path} is not a checkpoint written by train.py (missing {sorted(required - set(checkpoint or {}))})")
-    if "tokenizer" not in checkpoint and "vocab" not in checkpoint:  # "vocab": a character vocabulary, before BPE
+    # "vocab": a character vocabulary, before BPE
+    if "tokenizer" not in checkpoint and "vocab" not in checkpoint:
         raise CLIError(f"{path} is not a checkpoint written by train.py (it holds no tokenizer)")
     return checkpoint
 
@@ -53,8 +55,9 @@ def model_from_checkpoint(checkpoint: dict, device: torch.device) -> GPT:
 
 def make_checkpoint(model: GPT, model_cfg: GPTConfig, train_config: dict, tokenizer, state: dict,
                     optimizers: list | None = None, scaler=None, rng: dict | None = None) -> dict:
-    """The checkpoint dict of a run: weights, configs, tokenizer and state (best.pt), and with optimizers, also what
-    --resume needs (last.pt): the optimizers' and loss scaler's states and the random states (rng_states())."""
+    """The checkpoint dict of a run: weights, configs, tokenizer and state (best.pt), and with optimizers,
+    also what --resume needs (last.pt): the optimizers' and loss scaler's states and the random states
+    (rng_states())."""
     ckpt = {"model": model.state_dict(), "model_config": asdict(model_cfg), "train_config": train_config,
             "tokenizer": tokenizer_to_dict(tokenizer), **state}
     if optimizers is not None:
@@ -86,11 +89,12 @@ def check_writable(out_dir: Path) -> None:
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
-    """Load saved optimizer state, but keep the kernel this device was given (fused, foreach) and the peak learning
-    rate this run was given ("peak_lr": a resumed run may change --learning_rate; older checkpoints have none).
+    """Load saved optimizer state, but keep the kernel this device was given (fused, foreach) and the peak
+    learning rate this run was given ("peak_lr": a resumed run may change --learning_rate; older checkpoints
+    have none).
 
-    load_state_dict() would also bring back the saved run's kernel flags: a run saved with fused AdamW on a GPU and
-    resumed where fused is missing would then fail at its first step.
+    load_state_dict() would also bring back the saved run's kernel flags: a run saved with fused AdamW on a
+    GPU and resumed where fused is missing would then fail at its first step.
     """
     kernels = [{k: g[k] for k in ("fused", "foreach", "capturable", "peak_lr") if k in g} for g in optimizer.param_groups]
     optimizer.load_state_dict(saved)
@@ -98,7 +102,8 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
         group.update(keep)
         for p in group["params"]:
             state = optimizer.state.get(p, {})
-            if torch.is_tensor(state.get("step")):  # fused and capturable kernels keep the step count on the device
+            # fused and capturable kernels keep the step count on the device
+            if torch.is_tensor(state.get("step")):
                 on_device = group.get("fused") or group.get("capturable")
                 state["step"] = state["step"].to(p.device if on_device else "cpu", torch.float32)
 
@@ -106,8 +111,9 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
 def restore_scaler(scaler: torch.amp.GradScaler, saved: dict) -> bool:
     """Load a saved loss scaler's state where both scalers were on; returns whether it was loaded.
 
-    A run saved without a scaler (CPU, MPS, a bfloat16 GPU) saves {}; resumed in float16 (a T4) the scaler starts
-    afresh and finds its scale within a few steps. Saved with one and resumed without, there is nothing to restore.
+    A run saved without a scaler (CPU, MPS, a bfloat16 GPU) saves {}; resumed in float16 (a T4) the scaler
+    starts afresh and finds its scale within a few steps. Saved with one and resumed without, there is nothing
+    to restore.
     """
     if scaler.is_enabled() and saved:
         scaler.load_state_dict(saved)
@@ -116,8 +122,9 @@ def restore_scaler(scaler: torch.amp.GradScaler, saved: dict) -> bool:
 
 
 def rng_states(device: torch.device, batch_generator: torch.Generator, ranks: Ranks = Ranks()) -> dict:
-    """Every random state the run depends on: batch order (the same on every rank), and dropout on the CPU and on
-    the device, which differs per rank: under torchrun, every rank's dropout states are gathered (all ranks call this)."""
+    """Every random state the run depends on: batch order (the same on every rank), and dropout on the CPU and
+    on the device, which differs per rank: under torchrun, every rank's dropout states are gathered (all ranks
+    call this)."""
     own = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
         own["cuda"] = torch.cuda.get_rng_state(device)
@@ -134,8 +141,9 @@ def rng_states(device: torch.device, batch_generator: torch.Generator, ranks: Ra
 
 
 def set_rng_states(states: dict, device: torch.device, batch_generator: torch.Generator, ranks: Ranks = Ranks()) -> None:
-    """Restore what rng_states() saved. A rank with no saved state (the run had fewer ranks) keeps its fresh seed;
-    a device generator saved on another kind of device is skipped (the batch order and CPU states still carry over)."""
+    """Restore what rng_states() saved. A rank with no saved state (the run had fewer ranks) keeps its fresh
+    seed; a device generator saved on another kind of device is skipped (the batch order and CPU states still
+    carry over)."""
     batch_generator.set_state(states["batches"])
     if "ranks" in states and len(states["ranks"]) == ranks.world_size:
         states = states["ranks"][ranks.rank]

@@ -1,7 +1,8 @@
-"""What every script's command line shares: one-line errors with an exit code, and flags made from dataclass fields.
+"""What every script's command line shares: one-line errors with an exit code, and flags made from dataclass
+fields.
 
-A mistake a user can make (a bad flag, a missing file) is a CLIError: the script prints it as one line on stderr and
-exits with its code, never with a traceback.
+A mistake a user can make (a bad flag, a missing file) is a CLIError: the script prints it as one line on
+stderr and exits with its code, never with a traceback.
 """
 
 import argparse

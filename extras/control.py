@@ -1,8 +1,9 @@
-"""What stops a run, kept out of the training loop's lines: the time budget, Ctrl-C and SIGTERM, and, under torchrun,
-every rank agreeing on both once per step so that all of them stop at the same step with the same learning rate.
+"""What stops a run, kept out of the training loop's lines: the time budget, Ctrl-C and SIGTERM, and, under
+torchrun, every rank agreeing on both once per step so that all of them stop at the same step with the same
+learning rate.
 
-SIGTERM is what Slurm, Kubernetes and a closing notebook send; it is treated like Ctrl-C: the step in flight (and any
-evaluation due) finishes, last.pt is saved, and the run exits with the resume command.
+SIGTERM is what Slurm, Kubernetes and a closing notebook send; it is treated like Ctrl-C: the step in flight
+(and any evaluation due) finishes, last.pt is saved, and the run exits with the resume command.
 """
 
 import signal
@@ -14,8 +15,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class RunClock:
-    """Seconds of training so far (over every resume), and whether a stop signal has arrived. Use as a context: the
-    signal handlers are in place inside it and the previous ones come back after."""
+    """Seconds of training so far (over every resume), and whether a stop signal has arrived. Use as a
+    context: the signal handlers are in place inside it and the previous ones come back after."""
 
     def __init__(self, time_budget: float, elapsed_before: float = 0.0, ranks: Ranks = Ranks()):
         self.time_budget, self.elapsed_before, self.ranks = time_budget, elapsed_before, ranks
@@ -38,8 +39,8 @@ class RunClock:
         return self.elapsed_before + time.perf_counter() - self.t_start
 
     def check(self) -> tuple[float, bool, bool]:
-        """(elapsed seconds, out of time, stop requested), the same on every rank: the slowest clock and anyone's
-        signal. One host-side all-reduce per step under torchrun, nothing otherwise."""
+        """(elapsed seconds, out of time, stop requested), the same on every rank: the slowest clock and
+        anyone's signal. One host-side all-reduce per step under torchrun, nothing otherwise."""
         elapsed, stop = agree([self.elapsed(), float(bool(self.signals))], self.ranks)
         return elapsed, self.time_budget > 0 and elapsed >= self.time_budget, bool(stop)
 

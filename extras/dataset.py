@@ -2,8 +2,9 @@
 
 prepare() is the one entry point. It streams the text a chunk at a time (memory stays bounded by CHUNK_CHARS
 whether the file is 1 MB or 100 GB), writes the ids to a cache file named after the text's sha256 and the
-tokenizer, and returns them as read-only np.memmap arrays: training reads a batch's windows and the OS pages in
-only those. The next run on the same text (and --resume, and evaluate.py) finds the cache and starts at once.
+tokenizer, and returns them as read-only np.memmap arrays: training reads a batch's windows and the OS pages
+in only those. The next run on the same text (and --resume, and evaluate.py) finds the cache and starts at
+once.
 
 Layout of cache_dir, for a text whose sha256 starts with KEY:
     KEY-char.bin      token ids of the train split then the val split, raw (dtype in the .json)
@@ -31,11 +32,13 @@ import numpy as np
 from extras.tokenizer import (N_CODE_POINTS, CharTokenizer, check_bpe_vocab_size, code_points, name_chars,
                        tokenizer_from_dict, tokenizer_to_dict)
 
-CHUNK_CHARS = 1 << 22  # characters read and encoded at a time (4M): tens of MB of working memory, whatever the file size
+# characters read and encoded at a time (4M): tens of MB of working memory, whatever the file size
+CHUNK_CHARS = 1 << 22
 TRAIN_FRACTION = 0.9  # the first 90% of the characters train, the rest validate (as nanoGPT splits)
 FORMAT = 1  # version of the cache layout; a cache with another version is rebuilt
 
-# The default corpus: train.py downloads it here on first use (and checks the sha256); evaluate.py and bench.py read it.
+# The default corpus: train.py downloads it here on first use (and checks the sha256); evaluate.py and
+# bench.py read it.
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 DATA_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
@@ -92,7 +95,8 @@ def iter_text(path: Path, start: int = 0, stop: int | None = None, chunk_chars: 
     try:
         with open(path, "rb") as f:
             while stop is None or pos < stop:
-                block = f.read(chunk_chars)  # n bytes decode to at most n characters (n + 1 with a held-back "\r")
+                # n bytes decode to at most n characters (n + 1 with a held-back "\r")
+                block = f.read(chunk_chars)
                 held = len(utf8.getstate()[0])  # bytes of a character that the previous block cut in two
                 try:
                     text = decoder.decode(block, final=not block)
@@ -135,11 +139,12 @@ class TokenData:
 
 def prepare(path: Path, cache_dir: Path, tokenizer=None, kind: str = "char", vocab_size: int = 1024,
             log: Callable[[str], None] = print, chunk_chars: int = CHUNK_CHARS) -> TokenData:
-    """Encode the text at path once (or find it already encoded in cache_dir) and return its train/val token ids.
+    """Encode the text at path once (or find it already encoded in cache_dir) and return its train/val token
+    ids.
 
-    tokenizer=None derives one from the text: kind "char" (every distinct character) or "bpe" (byte-level BPE with
-    vocab_size tokens, trained on the train split only, so validation text stays unseen). A given tokenizer (from a
-    checkpoint) is used as it is; a character it does not know is a DataError.
+    tokenizer=None derives one from the text: kind "char" (every distinct character) or "bpe" (byte-level BPE
+    with vocab_size tokens, trained on the train split only, so validation text stays unseen). A given
+    tokenizer (from a checkpoint) is used as it is; a character it does not know is a DataError.
 
     Memory stays bounded by chunk_chars, except that BPE training keeps a count of every distinct word (the HF
     trainer's way), which grows with the text, if much more slowly than it.
@@ -187,7 +192,8 @@ def prepare(path: Path, cache_dir: Path, tokenizer=None, kind: str = "char", voc
             for chunk in iter_text(path, chunk_chars=chunk_chars):
                 seen[code_points(chunk)] = True
             tokenizer = CharTokenizer.from_mask(seen)
-        elif tokenizer is None or tokenizer.kind == "bpe":  # BPE needs the split point, in characters, before encoding
+        # BPE needs the split point, in characters, before encoding
+        elif tokenizer is None or tokenizer.kind == "bpe":
             n_chars = sum(len(chunk) for chunk in iter_text(path, chunk_chars=chunk_chars))
             n_train_chars = int(TRAIN_FRACTION * n_chars)
             if tokenizer is None:
@@ -196,8 +202,10 @@ def prepare(path: Path, cache_dir: Path, tokenizer=None, kind: str = "char", voc
                 batches = piece_batches(iter_text(path, 0, n_train_chars, chunk_chars))
                 tokenizer = BPETokenizer.train((piece for batch in batches for piece in batch), vocab_size)
 
-        bin_path.with_suffix(".json").unlink(missing_ok=True)  # an old meta file must never describe the new .bin
-        if tokenizer.kind == "char":  # one token per character, so the split is the same in ids as in characters
+        # an old meta file must never describe the new .bin
+        bin_path.with_suffix(".json").unlink(missing_ok=True)
+        # one token per character, so the split is the same in ids as in characters
+        if tokenizer.kind == "char":
             n_chars = write_atomically(bin_path, lambda f: _write_char_ids(f, path, tokenizer, chunk_chars))
             n_train = n_train_chars = int(TRAIN_FRACTION * n_chars)
             n_val = n_chars - n_train
@@ -213,7 +221,8 @@ def prepare(path: Path, cache_dir: Path, tokenizer=None, kind: str = "char", voc
                 "dtype": tokenizer.dtype.name, "n_train": n_train, "n_val": n_val,
                 "n_chars": n_chars, "n_train_chars": n_train_chars}
         payload = json.dumps(meta, indent=1).encode("utf-8")
-        write_atomically(bin_path.with_suffix(".json"), lambda f: f.write(payload))  # last: its presence means complete
+        # last: its presence means complete
+        write_atomically(bin_path.with_suffix(".json"), lambda f: f.write(payload))
     except OSError as e:
         raise DataError(f"cannot write the token cache in {cache_dir} ({e.strerror or e}); pass a writable --cache_dir") from None
 
@@ -225,8 +234,9 @@ def prepare(path: Path, cache_dir: Path, tokenizer=None, kind: str = "char", voc
 
 
 def _read_cache(bin_path: Path, sha: str, tokenizer=None) -> tuple[dict | None, object, str | None]:
-    """Check the cache at bin_path: (meta, stored tokenizer, None) if it is complete and holds the text with this sha
-    (encoded by tokenizer, when given); else (None, None, why not), where "why not" is None if there is no cache."""
+    """Check the cache at bin_path: (meta, stored tokenizer, None) if it is complete and holds the text with
+    this sha (encoded by tokenizer, when given); else (None, None, why not), where "why not" is None if there
+    is no cache."""
     meta_path = bin_path.with_suffix(".json")
     if not meta_path.exists():
         return None, None, None
@@ -236,7 +246,8 @@ def _read_cache(bin_path: Path, sha: str, tokenizer=None) -> tuple[dict | None, 
         n_train, n_val = meta["n_train"], meta["n_val"]
         if not all(isinstance(meta[k], int) and meta[k] >= 0 for k in ("n_train", "n_val", "n_chars", "n_train_chars")):
             raise ValueError("token and character counts must be non-negative integers")
-    except (OSError, ValueError, KeyError, TypeError) as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+    # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (OSError, ValueError, KeyError, TypeError) as e:
         return None, None, f"unreadable {meta_path.name}: {str(e)[:200]}"
     if meta.get("format") != FORMAT:
         return None, None, f"cache format {meta.get('format')}, expected {FORMAT}"

@@ -1,6 +1,7 @@
-"""Running on several processes: `torchrun --nproc_per_node=N train.py` starts N copies of the script, each with RANK,
-LOCAL_RANK and WORLD_SIZE in its environment. Each copy (a rank) trains the same model on its own share of every
-batch, and DistributedDataParallel averages the gradients across ranks, so all copies take the same optimizer step.
+"""Running on several processes: `torchrun --nproc_per_node=N train.py` starts N copies of the script, each
+with RANK, LOCAL_RANK and WORLD_SIZE in its environment. Each copy (a rank) trains the same model on its own
+share of every batch, and DistributedDataParallel averages the gradients across ranks, so all copies take the
+same optimizer step.
 
 Started with plain `python`, there is one rank and every function here does nothing.
 """
@@ -15,7 +16,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from extras.cli import CLIError
 
-# Generous: the other ranks wait here while rank 0 downloads and encodes (or trains a BPE on) a large corpus once.
+# Generous: the other ranks wait here while rank 0 downloads and encodes (or trains a BPE on) a large corpus
+# once.
 TIMEOUT = datetime.timedelta(hours=1)
 
 
@@ -27,7 +29,8 @@ class Ranks:
     local_rank: int = 0  # which GPU of this machine is ours
     world_size: int = 1
     launched: bool = False  # started by torchrun, in a process group (even a group of one)
-    cpu_group: object = None  # a gloo group for host-side agreements when the main group is nccl; None: the main one
+    # a gloo group for host-side agreements when the main group is nccl; None: the main one
+    cpu_group: object = None
 
     @property
     def is_main(self) -> bool:
@@ -54,8 +57,8 @@ def start_ranks(requested_device: str) -> Ranks:
     backend = pick_backend(use_cuda)
     dist.init_process_group(backend, timeout=TIMEOUT)
     if backend == "nccl":
-        # nccl moves only GPU tensors; small host-side numbers (the clock, Ctrl-C, eval sums) go through gloo, with
-        # the same patience, since this group too waits for rank 0 to finish encoding.
+        # nccl moves only GPU tensors; small host-side numbers (the clock, Ctrl-C, eval sums) go through gloo,
+        # with the same patience, since this group too waits for rank 0 to finish encoding.
         ranks.cpu_group = dist.new_group(backend="gloo", timeout=TIMEOUT)
     return ranks
 
@@ -67,8 +70,8 @@ def stop_ranks() -> None:
 
 
 def agree(values: list[float], ranks: Ranks, op: str = "max") -> list[float]:
-    """Every rank's values combined elementwise ("max" or "sum"), in one host-side all-reduce, so all ranks take the
-    same decisions (a no-op outside torchrun)."""
+    """Every rank's values combined elementwise ("max" or "sum"), in one host-side all-reduce, so all ranks
+    take the same decisions (a no-op outside torchrun)."""
     if not ranks.launched:
         return list(values)
     t = torch.tensor(values, dtype=torch.float64)  # float64: exact for counts up to 2**53
@@ -90,8 +93,9 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 def wrap_for_ranks(model: torch.nn.Module, device: torch.device, ranks: Ranks) -> torch.nn.Module:
-    """Under torchrun, the model wrapped in DistributedDataParallel: it copies rank 0's weights to every rank now,
-    and from then on averages the gradients over ranks during backward(). In one process, the model itself."""
+    """Under torchrun, the model wrapped in DistributedDataParallel: it copies rank 0's weights to every rank
+    now, and from then on averages the gradients over ranks during backward(). In one process, the model
+    itself."""
     if not ranks.launched:
         return model
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -1,8 +1,9 @@
-"""Fast generation: a KV cache, two ways to move the window once the text outgrows the context, batched samples.
+"""Fast generation: a KV cache, two ways to move the window once the text outgrows the context, batched
+samples.
 
-model.py's GPT.generate() recomputes the whole window for every new token. Here each step computes only the newest
-position: the keys and values of earlier positions never change, so a KVCache keeps them. The tokens are the same
-(tests/test_model.py checks it); generate.py and bench.py use this.
+model.py's GPT.generate() recomputes the whole window for every new token. Here each step computes only the
+newest position: the keys and values of earlier positions never change, so a KVCache keeps them. The tokens
+are the same (tests/test_model.py checks it); generate.py and bench.py use this.
 
     generate_tokens(model, idx, n, ...)   yields n sampled ids, each (B, 1), continuing idx (B, T)
     generate(model, idx, n, ...)          returns idx extended by n ids
@@ -19,7 +20,8 @@ WINDOWS = ("shift", "slide")
 
 
 class KVCache:
-    """Keys and values of the positions seen so far, for every block: what generation reuses instead of recomputing.
+    """Keys and values of the positions seen so far, for every block: what generation reuses instead of
+    recomputing.
 
     Allocated once for `length` positions, then filled in place: no tensor grows while generating. Only the
     n_kv_head key/value heads are kept (grouped-query attention shrinks it by n_head / n_kv_head).
@@ -29,7 +31,8 @@ class KVCache:
         shape = (config.n_layer, batch_size, config.kv_heads, length, config.n_embd // config.n_head)
         self.k = torch.zeros(shape, device=device, dtype=dtype)  # (n_layer, B, nkv, length, hs)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0  # positions filled so far; GPT.forward advances it once every block has added its keys
+        # positions filled so far; GPT.forward advances it once every block has added its keys
+        self.length = 0
 
     @property
     def capacity(self) -> int:
@@ -39,8 +42,8 @@ class KVCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this layer's new keys and values (B, nkv, T, hs) after the earlier ones; return all of them so far."""
         T = k.size(2)
-        # Attention's causal mask is right only when queries and keys are the same positions; with a cache that holds
-        # earlier positions, the one new query may look at every key.
+        # Attention's causal mask is right only when queries and keys are the same positions; with a cache
+        # that holds earlier positions, the one new query may look at every key.
         if T > 1 and self.length:
             raise ValueError("with a cache, fill it all at once, then add one position at a time")
         end = self.length + T
@@ -57,11 +60,12 @@ class KVCache:
 
 def new_cache(model: GPT, batch_size: int = 1, length: int | None = None, dtype: torch.dtype = torch.float32
               ) -> KVCache:
-    """An empty KV cache for batch_size sequences of up to `length` positions (default block_size), on the model's
-    device.
+    """An empty KV cache for batch_size sequences of up to `length` positions (default block_size), on the
+    model's device.
 
-    float32 even for bfloat16 weights: attention of one query over the cached positions was several times faster in
-    float32 than in bfloat16 on a 2-core CPU (docs/BENCHMARKS.md), and the cache is small next to the weights.
+    float32 even for bfloat16 weights: attention of one query over the cached positions was several times
+    faster in float32 than in bfloat16 on a 2-core CPU (docs/BENCHMARKS.md), and the cache is small next to
+    the weights.
     """
     device = model.transformer.wte.weight.device
     return KVCache(model.config, batch_size, length or model.config.block_size, device, dtype)
@@ -85,16 +89,19 @@ def generate_tokens(
     use_cache: bool = True,
     window: str = "shift",
 ) -> Iterator[torch.Tensor]:
-    """Yield max_new_tokens sampled ids, each (B, 1), continuing the context idx (B, T). Call model.eval() first.
+    """Yield max_new_tokens sampled ids, each (B, 1), continuing the context idx (B, T). Call model.eval()
+    first.
 
     The model has learned only block_size positions (block_size, if given, shortens that), so once the text is
     longer it sees a window of the latest tokens. window says how that window moves:
-      slide: every step, exactly the last block_size tokens (as GPT.generate). Every position moves along by one, so
-             every key changes: each step recomputes the whole window (with use_cache, too; the cache cannot help).
+      slide: every step, exactly the last block_size tokens (as GPT.generate). Every position moves along by
+      one, so
+             every key changes: each step recomputes the whole window (with use_cache, too; the cache cannot
+             help).
       shift: when the window is full, keep its last half and go on from there: one pass over that half refills
              the cache, then one new position per step again until the window is full once more.
-    With use_cache, keys and values of past positions are kept and each step computes only the newest position;
-    without, every step recomputes the whole window. Both give the same tokens.
+    With use_cache, keys and values of past positions are kept and each step computes only the newest
+    position; without, every step recomputes the whole window. Both give the same tokens.
     """
     if window not in WINDOWS:
         raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")

@@ -1,9 +1,11 @@
-"""Evaluation: the exact mean loss over a whole split, read from the token memory map a batch of windows at a time.
+"""Evaluation: the exact mean loss over a whole split, read from the token memory map a batch of windows at a
+time.
 
-The split is cut into non-overlapping windows of block_size tokens, so every token after the first is predicted
-exactly once; the score is the mean cross-entropy over all of those predictions. Training's in-run evaluations and
-evaluate.py call the same evaluate() with the same Precision, the same EVAL_BATCH_SIZE and float32 logits, so the
-val loss a run logs is the number evaluate.py prints for its checkpoint on the same device.
+The split is cut into non-overlapping windows of block_size tokens, so every token after the first is
+predicted exactly once; the score is the mean cross-entropy over all of those predictions. Training's in-run
+evaluations and evaluate.py call the same evaluate() with the same Precision, the same EVAL_BATCH_SIZE and
+float32 logits, so the val loss a run logs is the number evaluate.py prints for its checkpoint on the same
+device.
 """
 
 import math
@@ -19,15 +21,16 @@ from extras.step import get_batch, sample_starts
 from extras.tokenizer import StreamDecoder
 from model import GPT
 
-# Windows per forward pass in every evaluation: fixed, not the training micro-batch (which shrinks with ranks and
-# gradient accumulation), so that a run's logged loss does not depend on how its training batch was split.
+# Windows per forward pass in every evaluation: fixed, not the training micro-batch (which shrinks with ranks
+# and gradient accumulation), so that a run's logged loss does not depend on how its training batch was split.
 EVAL_BATCH_SIZE = 64
 
 
 def eval_windows(ids: np.ndarray, block_size: int, batch_size: int = EVAL_BATCH_SIZE, rank: int = 0,
                  world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (x, y) batches, each (b, block_size) on the CPU, of the non-overlapping windows of ids: rank takes every
-    world_size-th window. Reads batch_size windows of ids at a time, so a memory map of any size streams through.
+    """Yield (x, y) batches, each (b, block_size) on the CPU, of the non-overlapping windows of ids: rank
+    takes every world_size-th window. Reads batch_size windows of ids at a time, so a memory map of any size
+    streams through.
 
     The last window is padded, with target -1 (ignored); the padding comes after the real positions, so causal
     attention keeps it from changing their predictions.
@@ -37,7 +40,8 @@ def eval_windows(ids: np.ndarray, block_size: int, batch_size: int = EVAL_BATCH_
     for i in range(0, len(mine), batch_size):
         starts = np.asarray(mine[i : i + batch_size], dtype=np.int64) * block_size  # (b,)
         offsets = starts[:, None] + np.arange(block_size + 1)  # (b, T + 1): positions of inputs and targets
-        window = torch.from_numpy(ids[np.minimum(offsets, n)].astype(np.int64))  # past the end: any token, masked below
+        # past the end: any token, masked below
+        window = torch.from_numpy(ids[np.minimum(offsets, n)].astype(np.int64))
         x, y = window[:, :-1].clone(), window[:, 1:].clone()
         beyond = torch.from_numpy(offsets[:, 1:] > n)  # (b, T): no target there
         x[beyond], y[beyond] = 0, -1
@@ -65,8 +69,8 @@ def loss_and_count(model: GPT, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     """The summed cross-entropy and the number of targets (not -1) in batches of (x, y), added up over ranks.
 
     The model's logits are float32 on every device (model.py computes the head outside autocast). Targets are
-    counted on the host as integers, so the count is exact at any size; the loss is summed in float64 where the
-    device has it (MPS does not: float32 there). One host sync per call, at the end.
+    counted on the host as integers, so the count is exact at any size; the loss is summed in float64 where
+    the device has it (MPS does not: float32 there). One host sync per call, at the end.
     """
     was_training = model.training
     model.eval()
@@ -83,7 +87,8 @@ def loss_and_count(model: GPT, batches: Iterable[tuple[torch.Tensor, torch.Tenso
             logits, _ = model(x)  # (B, T, V), float32
         total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
     model.train(was_training)
-    loss_sum, n_targets = agree([total.item(), n_targets], ranks, op="sum")  # float64: exact counts up to 2**53
+    # float64: exact counts up to 2**53
+    loss_sum, n_targets = agree([total.item(), n_targets], ranks, op="sum")
     return loss_sum, int(n_targets)
 
 
@@ -97,14 +102,16 @@ def count_chars(tokenizer, ids: np.ndarray, chunk: int = 1 << 20) -> int:
 
 
 class EvalSets:
-    """What a training run evaluates on, fixed for the whole run so that successive evaluations compare: the start
-    of the val split (all of it for Tiny Shakespeare, at most eval_tokens) and a sample of as many train windows."""
+    """What a training run evaluates on, fixed for the whole run so that successive evaluations compare: the
+    start of the val split (all of it for Tiny Shakespeare, at most eval_tokens) and a sample of as many train
+    windows."""
 
     def __init__(self, data, block_size: int, eval_tokens: int, seed: int):
         self.block_size = block_size
         self.val_ids = data.val[: eval_tokens + 1]
         self.n_val_targets = len(self.val_ids) - 1
-        # Bits per character: the loss in a unit that does not depend on the tokenizer (a BPE token holds several).
+        # Bits per character: the loss in a unit that does not depend on the tokenizer (a BPE token holds
+        # several).
         self.chars_per_target = count_chars(data.tokenizer, self.val_ids[1:]) / self.n_val_targets
         n_windows = math.ceil(self.n_val_targets / block_size)
         starts = sample_starts(len(data.train), block_size, n_windows, torch.Generator().manual_seed(seed))

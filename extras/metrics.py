@@ -1,14 +1,16 @@
 """A run's record, written by train.py (rank 0 only) into out_dir, and loss.png drawn from it.
 
-- metrics.csv: one row per evaluation: step, train_loss, val_loss, val_bpc, lr, tokens_per_s, elapsed_s. The losses
+- metrics.csv: one row per evaluation: step, train_loss, val_loss, val_bpc, lr, tokens_per_s, elapsed_s. The
+losses
   are measured on fixed samples of the train and val splits, so successive rows compare.
 - train_log.csv: one row per optimizer step: step (steps taken, counting this one, as in metrics.csv), lr (the
-  learning rate that step used) and train_loss: the mean loss of the training batches since the previous row that has
-  one, filled in at every log point (--log_interval) and at every evaluation, empty in between. train.py appends the
-  rows at those points rather than every step, since reading the loss makes the host wait for the device.
+  learning rate that step used) and train_loss: the mean loss of the training batches since the previous row
+  that has one, filled in at every log point (--log_interval) and at every evaluation, empty in between.
+  train.py appends the rows at those points rather than every step, since reading the loss makes the host wait
+  for the device.
 
-bench.py reads metrics.csv to find when a run first reached a target loss. Runs made before train_log.csv existed
-still plot, from metrics.csv alone.
+bench.py reads metrics.csv to find when a run first reached a target loss. Runs made before train_log.csv
+existed still plot, from metrics.csv alone.
 """
 
 import csv
@@ -26,8 +28,8 @@ TRAIN_LOG_COLUMNS = ["step", "lr", "train_loss"]
 
 
 def restart_csv(path: Path, columns: list[str], keep_up_to: int | None) -> None:
-    """Start a CSV of rows by step afresh, or on resume keep the rows up to the checkpoint's step (later ones were lost
-    with the process, and the resumed run writes them again)."""
+    """Start a CSV of rows by step afresh, or on resume keep the rows up to the checkpoint's step (later ones
+    were lost with the process, and the resumed run writes them again)."""
     rows = []
     if keep_up_to is not None and path.exists():
         with open(path, newline="", encoding="utf-8") as f:
@@ -55,8 +57,8 @@ def append_metrics(path: Path, row: list) -> None:
 
 
 def append_train_log(path: Path, step_lrs: list[tuple[int, float]], train_loss: float) -> None:
-    """Append the (step, lr) of each step since the last write to train_log.csv, with their mean train loss on the
-    last one."""
+    """Append the (step, lr) of each step since the last write to train_log.csv, with their mean train loss on
+    the last one."""
     with open(path, "a", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         for i, (step, lr) in enumerate(step_lrs):
@@ -70,9 +72,9 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def plot_metrics(metrics_path: Path, png_path: Path, tokens_per_step: int) -> None:
-    """Draw loss.png from metrics.csv and, where the run has one, the train_log.csv beside it: the train loss at every
-    log point, the evaluations' train and val loss, the best val marked, the learning rate of every step on the right
-    and training tokens on the top axis."""
+    """Draw loss.png from metrics.csv and, where the run has one, the train_log.csv beside it: the train loss
+    at every log point, the evaluations' train and val loss, the best val marked, the learning rate of every
+    step on the right and training tokens on the top axis."""
     from matplotlib.figure import Figure  # the object API renders to PNG without choosing a GUI backend
 
     rows = read_metrics(metrics_path)
@@ -82,15 +84,18 @@ def plot_metrics(metrics_path: Path, png_path: Path, tokens_per_step: int) -> No
     fig = Figure(figsize=(9, 5), layout="constrained")
     ax = fig.add_subplot()
     if log:
-        # Every log point: the loss of the batches the model trained on, a mean over --log_interval steps. Noisier
-        # than the evaluations (fewer tokens, dropout on) but many more points, so the shape of the curve shows.
+        # Every log point: the loss of the batches the model trained on, a mean over --log_interval steps.
+        # Noisier than the evaluations (fewer tokens, dropout on) but many more points, so the shape of the
+        # curve shows.
         logged = [r for r in log if not math.isnan(r["train_loss"])]
         ax.plot([r["step"] for r in logged], [r["train_loss"] for r in logged], color="C0", linewidth=0.8, alpha=0.6,
                 label="train loss, training batches (mean over each log interval)")
-    joined = "none" if log else "-"  # the evaluations are points; a run without the log has only them to draw a line
+    # the evaluations are points; a run without the log has only them to draw a line
+    joined = "none" if log else "-"
     ax.plot(steps, [r["val_loss"] for r in rows], color="C1", marker="o", linestyle=joined, label="val loss, evaluation")
     ax.plot(steps, [r["train_loss"] for r in rows], color="C0", marker="s", markersize=8, markerfacecolor="none",
-            linestyle=joined, label="train loss, evaluation")  # hollow: the val point often sits right under it
+            # hollow: the val point often sits right under it
+            linestyle=joined, label="train loss, evaluation")
     best = min(rows, key=lambda r: r["val_loss"])
     ax.plot([best["step"]], [best["val_loss"]], marker="*", markersize=14, linestyle="none", color="C3",
             label=f"best val {best['val_loss']:.4f} at step {best['step']:.0f} (best.pt)")
@@ -113,25 +118,28 @@ def plot_metrics(metrics_path: Path, png_path: Path, tokens_per_step: int) -> No
 
 
 class TrainLog:
-    """train_log.csv as a run writes it: the lr of every step, and the mean loss of the steps since the last write;
-    and the training speed.
+    """train_log.csv as a run writes it: the lr of every step, and the mean loss of the steps since the last
+    write; and the training speed.
 
-    The losses add up on the device, so no step waits for it; reading the sum (.item(), a wait) happens only in
-    write(): at log points, and wherever last.pt is saved, so train_log.csv always holds every step last.pt has taken
-    and a resumed run neither misses a row nor repeats one. Under torchrun the mean is over every rank.
+    The losses add up on the device, so no step waits for it; reading the sum (.item(), a wait) happens only
+    in write(): at log points, and wherever last.pt is saved, so train_log.csv always holds every step last.pt
+    has taken and a resumed run neither misses a row nor repeats one. Under torchrun the mean is over every
+    rank.
     """
 
     def __init__(self, path: Path, device: torch.device, ranks: Ranks, keep_up_to: int | None = None):
         self.path, self.ranks = path, ranks
         self.pending: list[tuple[int, float]] = []  # (step, lr) not yet written
         self.loss_sum = torch.zeros((), device=device)  # their losses' sum, on the device
-        self.tokens, self.seconds, self.last_rate = 0, 0.0, 0.0  # training speed since tokens_per_s(restart=True)
+        # training speed since tokens_per_s(restart=True)
+        self.tokens, self.seconds, self.last_rate = 0, 0.0, 0.0
         if ranks.is_main:
             start_train_log(path, keep_up_to)
 
     def add(self, step: int, lr: float, loss: torch.Tensor, tokens: int, t0: float, write: bool = False):
-        """Note one step: its number (steps taken, counting it), its lr, its loss (on the device), the tokens it
-        trained on and time.perf_counter() at its start. With write, write() too and return its mean loss."""
+        """Note one step: its number (steps taken, counting it), its lr, its loss (on the device), the tokens
+        it trained on and time.perf_counter() at its start. With write, write() too and return its mean
+        loss."""
         self.pending.append((step, lr))
         self.loss_sum += loss
         mean_loss = self.write() if write else None

@@ -1,8 +1,10 @@
 """Where and how the model runs: the device, the autocast dtype, the loss scaler, TF32 and torch.compile.
 
-All of it is decided once, by make_precision(), each choice with the reason it was made, and the one Precision object
-is then used by training, by the evaluations during training, by evaluate.py and by bench.py. So the val loss a run
-logs and the number evaluate.py prints are computed the same way, on every device.
+All of it is decided once, by make_precision(), each choice with the reason it was made, and the one Precision
+object is then used by training, by the evaluations during training, by evaluate.py and by bench.py. So the
+val loss a run logs and the number evaluate.py prints are computed the same way, on every device. Here too:
+the dtype of generation's weights (pick_weights_dtype) and of Muon's orthogonalisation (pick_muon_dtype),
+bfloat16 only where the hardware multiplies it natively, and the CPU's class (cpu_class) that decides it.
 
     CUDA GPU      bfloat16 autocast where the GPU has it natively (Ampere and newer), else float16 with a loss
                   scaler (T4, V100); TF32 matmuls; torch.compile when Triton is importable
@@ -12,6 +14,7 @@ logs and the number evaluate.py prints are computed the same way, on every devic
 """
 
 import importlib.util
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -65,24 +68,72 @@ def pick_dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
     return torch.float32, f"full precision on {device.type}"
 
 
+# oneDNN, which runs torch's CPU matmuls, can be told to use fewer instructions than the CPU has
+# (ONEDNN_MAX_CPU_ISA, formerly DNNL_MAX_CPU_ISA); capped at one of these, it multiplies bfloat16 in emulation.
+# ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 makes an AVX-512 machine time like an AVX2 one (measured
+# in docs/BENCHMARKS.md), and this rule keeps the choices made here the same as on a real one.
+ONEDNN_ISAS_WITHOUT_BFLOAT16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                                "AVX512_CORE_VNNI"}
+
+
+def onednn_isa_cap() -> str | None:
+    """The instruction set oneDNN was capped at by ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA), if it was."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return cap.upper() if cap else None
+
+
 def cpu_has_native_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX); elsewhere it is emulated, and slow."""
+    """Whether this CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX), and oneDNN is allowed to use it;
+    elsewhere bfloat16 is emulated, and slow: a 384x384 matmul 10x to 60x slower than in float32."""
+    if onednn_isa_cap() in ONEDNN_ISAS_WITHOUT_BFLOAT16:
+        return False
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check() for check in checks if check is not None)  # private helpers: absent from some torch builds
+    # private helpers: absent from some torch builds
+    return any(check() for check in checks if check is not None)
 
 
-# On a CPU, bfloat16 weights pay only once the float32 weights no longer sit in the caches: on the 2-core machine
-# (docs/BENCHMARKS.md, bench.py's generation table) small (3.2M parameters) and medium (10.8M) generated 1.1x to 1.9x
-# faster in bfloat16, but tiny (0.44M) 0.7x to 0.8x: its weights are read from cache either way and bfloat16's kernels
-# cost more per call.
+def cpu_class() -> str:
+    """This CPU's class as torch uses it, for bench.py's machine line and the start-up line: its vector
+    instructions (torch.backends.cpu.get_cpu_capability(): AVX512, AVX2, ...) and whether bfloat16 is native."""
+    cap = onednn_isa_cap()
+    return (f"{torch.backends.cpu.get_cpu_capability()} CPU, bfloat16 "
+            f"{'native' if cpu_has_native_bfloat16() else 'emulated'}"
+            + (f", oneDNN capped at {cap}" if cap else ""))
+
+
+def pick_muon_dtype(device: torch.device) -> tuple[torch.dtype, str]:
+    """The dtype Muon's Newton-Schulz iteration (extras/modern.py) multiplies in, and why: bfloat16 where the
+    hardware multiplies it natively, float32 elsewhere.
+
+    The iteration is ten matmuls per weight matrix per step. torch.optim.Muon always runs them in bfloat16, for
+    tensor cores; where bfloat16 is emulated (CPUs without AVX-512 BF16, T4 and V100 GPUs) that made the
+    modern recipe's step several times slower than GPT-2's (docs/BENCHMARKS.md).
+    """
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if major >= 8:
+            return torch.bfloat16, f"this GPU multiplies bfloat16 natively (compute capability {major}.{minor})"
+        return torch.float32, f"this GPU only emulates bfloat16 (compute capability {major}.{minor}, below 8.0)"
+    if device.type == "cpu":
+        if cpu_has_native_bfloat16():
+            return torch.bfloat16, "this CPU multiplies bfloat16 in hardware"
+        return torch.float32, "this CPU only emulates bfloat16, many times slower than float32"
+    return torch.float32, f"bfloat16 unmeasured on {device.type}"
+
+
+# On a CPU, bfloat16 weights pay only once the float32 weights no longer sit in the caches: on the 2-core
+# machine (docs/BENCHMARKS.md, bench.py's generation table) small (3.2M parameters) and medium (10.8M)
+# generated 1.1x to 1.9x faster in bfloat16, but tiny (0.44M) 0.7x to 0.8x: its weights are read from cache
+# either way and bfloat16's kernels cost more per call.
 CPU_BFLOAT16_MIN_PARAMS = 1_000_000
 
 
 def pick_weights_dtype(device: torch.device, requested: str, n_params: int) -> tuple[torch.dtype, str]:
     """Choose the dtype the weights of a model of n_params parameters are cast to for generation, and say why.
 
-    Generating one token at a time reads every weight once per token and does little arithmetic with it, so its speed
-    is set by memory traffic: half-width weights halve it. The logits and the KV cache stay float32 (model.py).
+    Generating one token at a time reads every weight once per token and does little arithmetic with it, so
+    its speed is set by memory traffic: half-width weights halve it. The logits and the KV cache stay float32
+    (model.py).
     """
     if requested != "auto":
         if requested not in DTYPES:
@@ -124,7 +175,8 @@ class Precision:
     device: torch.device
     dtype: torch.dtype  # the autocast dtype; float32 means no autocast
     compile: bool
-    tf32: bool  # float32 matmuls in TF32 on CUDA (Ampere and newer): much faster, ample precision for training
+    # float32 matmuls in TF32 on CUDA (Ampere and newer): much faster, ample precision for training
+    tf32: bool
     reasons: tuple[str, str, str] = ("", "", "")  # why this device, dtype, compile decision
     compile_backend: object = "inductor"  # what torch.compile uses; tests pass "eager" or a counting function
 
@@ -151,6 +203,8 @@ class Precision:
     def describe(self) -> str:
         """One line: device, dtype and compile, each with its reason."""
         device_why, dtype_why, compile_why = self.reasons
+        if self.device.type == "cpu":
+            device_why += f"; {cpu_class()}"
         return (f"device: {self.device} ({device_why}) | dtype: {str(self.dtype).removeprefix('torch.')} ({dtype_why})"
                 f"{' + TF32 matmuls' if self.tf32 else ''} | compile: {'on' if self.compile else 'off'} ({compile_why})")
 

@@ -1,6 +1,6 @@
-"""One training step, shared by train.py and bench.py: random batches from the token memory map, the optimizers
-(AdamW, and Muon for the block matrices with --optimizer muon), the forward/backward/clip/update itself, and
-compiling it.
+"""One training step, shared by train.py and bench.py: random batches from the token memory map, the
+optimizers (AdamW, and Muon for the block matrices with --optimizer muon), the forward/backward/clip/update
+itself, and compiling it.
 """
 
 import functools
@@ -12,7 +12,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import GPT
-from extras.precision import Precision
+from extras.precision import Precision, pick_muon_dtype
 
 
 def sample_starts(n_tokens: int, block_size: int, batch_size: int, generator: torch.Generator) -> np.ndarray:
@@ -33,8 +33,9 @@ def get_batch(data: np.ndarray, block_size: int, starts: np.ndarray, device: tor
 
 @functools.cache
 def has_fused_adamw(device_type: str) -> bool:
-    """Whether the installed torch has a fused AdamW kernel for this kind of device: one kernel for every parameter's
-    update instead of several per parameter. Tried for real once, since support differs by torch version and device."""
+    """Whether the installed torch has a fused AdamW kernel for this kind of device: one kernel for every
+    parameter's update instead of several per parameter. Tried for real once, since support differs by torch
+    version and device."""
     try:
         p = torch.zeros(2, device=device_type, requires_grad=True)
         p.grad = torch.ones_like(p)
@@ -47,9 +48,10 @@ def has_fused_adamw(device_type: str) -> bool:
 def split_params(model: GPT, kind: str) -> dict[str, list[torch.nn.Parameter]]:
     """The model's parameters by how they are optimized: every parameter in exactly one list.
 
-    adamw: "decay" (matmul weights and embeddings) and "no_decay" (biases, norm gains). muon: "muon" takes the 2-D
-    weight matrices inside the blocks, where orthogonalised updates help; embeddings, a separate head, norms and
-    biases stay with AdamW, as Muon's authors advise (an embedding row is a lookup, not a linear map).
+    adamw: "decay" (matmul weights and embeddings) and "no_decay" (biases, norm gains). muon: "muon" takes the
+    2-D weight matrices inside the blocks, where orthogonalised updates help; embeddings, a separate head,
+    norms and biases stay with AdamW, as Muon's authors advise (an embedding row is a lookup, not a linear
+    map).
     """
     block_matrices = {id(p) for p in model.transformer.h.parameters() if p.dim() == 2}
     groups = {"decay": [], "no_decay": [], "muon": []}
@@ -63,15 +65,17 @@ def split_params(model: GPT, kind: str) -> dict[str, list[torch.nn.Parameter]]:
 
 def configure_optimizer(model: GPT, learning_rate: float, weight_decay: float, betas: tuple[float, float],
                         device: torch.device, fused: bool | None = None, kind: str = "adamw",
-                        muon_lr: float | None = None) -> list[torch.optim.Optimizer]:
+                        muon_lr: float | None = None, muon_dtype: torch.dtype | None = None
+                        ) -> list[torch.optim.Optimizer]:
     """The optimizers of a run, in a list: [AdamW] or, for kind "muon", [AdamW, Muon] (split_params says which
     parameters each takes).
 
-    AdamW decays matmul weights and embeddings only, not biases and norm gains, and uses the fused kernel wherever
-    this torch has one for the device (docs/BENCHMARKS.md measures what it saves on a CPU), unless fused says
-    otherwise (bench.py compares the two). Muon (extras/modern.py) runs at muon_lr (default: learning_rate), in
-    AdamW's units. Every param
-    group remembers its peak rate as "peak_lr"; train.py scales each by the schedule.
+    AdamW decays matmul weights and embeddings only, not biases and norm gains, and uses the fused kernel
+    wherever this torch has one for the device (docs/BENCHMARKS.md measures what it saves on a CPU), unless
+    fused says otherwise (bench.py compares the two). Muon (extras/modern.py) runs at muon_lr (default:
+    learning_rate), in AdamW's units, its Newton-Schulz iteration in muon_dtype (default: what
+    precision.pick_muon_dtype says for the device: bfloat16 only where it is native). Every param group
+    remembers its peak rate as "peak_lr"; train.py scales each by the schedule.
     """
     if kind not in ("adamw", "muon"):
         raise ValueError(f"optimizer must be adamw or muon, got {kind!r}")
@@ -83,18 +87,21 @@ def configure_optimizer(model: GPT, learning_rate: float, weight_decay: float, b
                               lr=learning_rate, betas=betas, fused=fused or None)
     if kind == "adamw":
         return [adamw]
-    from extras.modern import muon_optimizer  # only for --optimizer muon
-    return [adamw, muon_optimizer(params["muon"], muon_lr or learning_rate, weight_decay)]
+    from extras.modern import Muon  # only for --optimizer muon
+    lr = muon_lr or learning_rate
+    muon = Muon([{"params": params["muon"], "peak_lr": lr}], lr=lr, weight_decay=weight_decay,
+                ns_dtype=muon_dtype or pick_muon_dtype(device)[0])
+    return [adamw, muon]
 
 
 def train_step(model: GPT, step_model, optimizers: list, scaler, precision: Precision, micro_batches: list,
                grad_clip: float):
-    """One optimizer step on micro_batches, a list of (x, y). step_model is model, or model wrapped in DDP, or either
-    compiled; they all share model's parameters. optimizers: what configure_optimizer returned.
+    """One optimizer step on micro_batches, a list of (x, y). step_model is model, or model wrapped in DDP, or
+    either compiled; they all share model's parameters. optimizers: what configure_optimizer returned.
 
-    Gradients add up over the micro-batches (each loss divided by their number, so the sum is the mean), and DDP
-    averages them over ranks: the step is the same as one on the whole batch at once. Returns the mean loss, still on
-    the device: reading it (.item()) would make the host wait for the device.
+    Gradients add up over the micro-batches (each loss divided by their number, so the sum is the mean), and
+    DDP averages them over ranks: the step is the same as one on the whole batch at once. Returns the mean
+    loss, still on the device: reading it (.item()) would make the host wait for the device.
     """
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
@@ -116,18 +123,19 @@ def train_step(model: GPT, step_model, optimizers: list, scaler, precision: Prec
 
 
 def skip_grad_sync(step_model, last: bool):
-    """DDP all-reduces gradients during backward(). Between micro-steps that traffic would be wasted (bn #30): all
-    but the last micro-step run under no_sync(), and the last sends the gradients summed over all of them."""
+    """DDP all-reduces gradients during backward(). Between micro-steps that traffic would be wasted (bn #30):
+    all but the last micro-step run under no_sync(), and the last sends the gradients summed over all of
+    them."""
     ddp = getattr(step_model, "_orig_mod", step_model)  # under torch.compile, the DDP module is inside
     return ddp.no_sync() if isinstance(ddp, DDP) and not last else nullcontext()
 
 
 def compile_for_training(step_model, x: torch.Tensor, y: torch.Tensor, precision: Precision, micro_steps: int = 1):
     """torch.compile step_model (the model, or the model already wrapped in DDP, so that the compiled backward
-    overlaps DDP's gradient all-reduce) and compile it now, on (x, y): a real micro-batch of the training shape, in
-    training mode, with and without gradient sync when there are several micro-steps. So the first timed step does
-    not compile again, and the minutes this can take are reported apart from the run's time. Returns the compiled
-    module, or step_model itself if compiling fails."""
+    overlaps DDP's gradient all-reduce) and compile it now, on (x, y): a real micro-batch of the training
+    shape, in training mode, with and without gradient sync when there are several micro-steps. So the
+    first timed step does not compile again, and the minutes this can take are reported apart from the
+    run's time. Returns the compiled module, or step_model itself if compiling fails."""
     t0 = time.perf_counter()
     module = getattr(step_model, "module", step_model)  # the GPT inside DDP
     try:

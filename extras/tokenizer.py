@@ -1,9 +1,9 @@
-"""Tokenizers: text to token ids and back. CharTokenizer (one token per character) is the workshop's; byte-level
-BPE (--tokenizer bpe, any text, fewer tokens per line) is in extras/bpe.py.
+"""Tokenizers: text to token ids and back. CharTokenizer (one token per character) is the workshop's;
+byte-level BPE (--tokenizer bpe, any text, fewer tokens per line) is in extras/bpe.py.
 
-train.py builds one from the text (extras/dataset.py encodes the text with it); generate.py and evaluate.py rebuild
-it from the checkpoint. Both kinds save as plain strings (tokenizer_to_dict), so a checkpoint still loads with
-torch.load(weights_only=True).
+train.py builds one from the text (extras/dataset.py encodes the text with it); generate.py and evaluate.py
+rebuild it from the checkpoint. Both kinds save as plain strings (tokenizer_to_dict), so a checkpoint still
+loads with torch.load(weights_only=True).
 """
 
 import json
@@ -27,7 +27,8 @@ def name_chars(chars: Iterable[str]) -> str:
 def code_points(text: str) -> np.ndarray:
     """The Unicode code point of every character of text, as a uint32 array, without a Python loop per character."""
     # UTF-32 stores each character as one 4-byte integer, so the encoded bytes *are* the code point array.
-    # surrogatepass: a lone surrogate (possible in a Python str, never in decoded UTF-8) is still one code point.
+    # surrogatepass: a lone surrogate (possible in a Python str, never in decoded UTF-8) is still one code
+    # point.
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
@@ -38,8 +39,8 @@ def check_bpe_vocab_size(vocab_size: int) -> None:
 
 
 class CharTokenizer:
-    """One token per character. stoi ("string to integer") maps each character of the vocabulary to its id, its
-    place in the sorted vocabulary; itos maps an id back to its character."""
+    """One token per character. stoi ("string to integer") maps each character of the vocabulary to its id,
+    its place in the sorted vocabulary; itos maps an id back to its character."""
 
     kind = "char"
 
@@ -143,8 +144,8 @@ def tokenizer_from_checkpoint(ckpt: dict):
 class StreamDecoder:
     """Turns token ids into text as they arrive, never printing half a character.
 
-    A BPE token can end part-way through a multi-byte character; decoding it alone gives "\ufffd". So we hold back
-    text that ends in "\ufffd" until the next ids complete the character (or flush() gives up on it).
+    A BPE token can end part-way through a multi-byte character; decoding it alone gives "\ufffd". So we hold
+    back text that ends in "\ufffd" until the next ids complete the character (or flush() gives up on it).
     """
 
     def __init__(self, tokenizer):
