@@ -10,9 +10,15 @@ Writes into --out_dir:
                      (what generate.py --temperature / --top_k draw from), the same tokens in the same order in each panel
     embeddings.png   the token embedding matrix projected onto its two main directions (PCA), each token labelled
     loss.png         the run's loss curves, when the checkpoint's folder holds the run's metrics.csv
+    index.html       all of it on one interactive page, made from the same numbers (extras/page.py fills in the
+                     template extras/page.html): the prompt's tokens, where the parameters live, attention you can
+                     move along the prompt, the loss, temperature and top-k sliders over the real next-token logits,
+                     and a sample you can step through. Self-contained: open it from disk, or in a notebook with
+                     IPython.display.HTML(filename="out/pictures/index.html")
 
-The numbers behind each picture come from small functions (attention_for, distributions, embedding_pca) that the
-tests check; the draw_* functions only turn them into figures.
+The numbers behind each picture come from small functions (attention_for, distributions, embedding_pca, and
+extras/page.py's page_data) that the tests check; the draw_* functions and the page only turn them into figures.
+--temperature, --top_k, --seed and --max_new_tokens are generate.py's: the page's sample is what it prints with them.
 """
 
 import argparse
@@ -29,6 +35,7 @@ from extras.cli import CLIError, FlagParser, run_cli
 from extras.dataset import write_atomically
 from extras.metrics import plot_metrics, read_metrics
 from extras.inside import attention_maps, next_token_probs
+from extras.page import page_data, render_page
 from model import GPT
 from extras.precision import pick_device
 from extras.tokenizer import tokenizer_from_checkpoint
@@ -54,7 +61,14 @@ def build_parser() -> FlagParser:
     parser.add_argument("--prompt", default=DEFAULT_PROMPT,
                         help=f"text to look at; every character must be in the model's vocabulary, and it must fit in "
                              f"the model's context (attention.png shows its first {ATTENTION_TOKENS} tokens)")
-    parser.add_argument("--out_dir", default="out/pictures", help="folder the PNGs are written to (created if missing)")
+    parser.add_argument("--out_dir", default="out/pictures",
+                        help="folder the PNGs and index.html are written to (created if missing)")
+    # The page's sample and the starting place of its sliders: generate.py's flags, with generate.py's defaults.
+    parser.add_argument("--temperature", type=float, default=0.8, help="the page's sampling temperature (0 is greedy)")
+    parser.add_argument("--top_k", type=int, default=40, help="the page's top-k (clamped to the vocabulary size)")
+    parser.add_argument("--seed", type=int, default=1337, help="seed of the page's sample, as generate.py --seed")
+    parser.add_argument("--max_new_tokens", type=int, default=200,
+                        help="tokens the page's sample writes after the prompt")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto picks cuda, then mps, then cpu")
     return parser
 
@@ -271,6 +285,9 @@ def visualize(args: argparse.Namespace) -> int:
     if len(ids) > block_size:
         raise CLIError(f"the prompt is {len(ids)} tokens but this model sees at most {block_size} (its block_size); "
                        "shorten --prompt")
+    if args.temperature < 0 or args.top_k < 1 or args.max_new_tokens < 0:
+        raise CLIError(f"--temperature must be >= 0, --top_k >= 1 and --max_new_tokens >= 0; got {args.temperature}, "
+                       f"{args.top_k} and {args.max_new_tokens}")
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"--out_dir {out_dir} is a file, not a folder; pass a folder")
     metrics_path = checkpoint_path.parent / "metrics.csv"
@@ -287,6 +304,12 @@ def visualize(args: argparse.Namespace) -> int:
     maps = attention_for(model, shown)  # (n_layer, nh, t, t)
     probs = distributions(model, idx, SAMPLING_SETTINGS)  # (settings, V)
     points, explained = embedding_pca(model)  # (V, 2), (2,)
+    model.float()  # train.py saves float32 weights; the page's sample is generate.py --dtype float32's
+    page = render_page(page_data(
+        model, tokenizer, ids, labels, title=f"{checkpoint_path.parent.name}/{checkpoint_path.name}",
+        step=checkpoint["step"], train_config=train_config, metrics_path=metrics_path if has_metrics else None,
+        attention_tokens=ATTENTION_TOKENS, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+        max_new_tokens=args.max_new_tokens))
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -319,6 +342,9 @@ def visualize(args: argparse.Namespace) -> int:
     if has_metrics:
         plot_metrics(metrics_path, out_dir / "loss.png", train_config["batch_size"] * block_size)
         print(f"wrote {out_dir / 'loss.png'}: the run's losses from {metrics_path}")
+    write_atomically(out_dir / "index.html", lambda f: f.write(page.encode("utf-8")))
+    print(f"wrote {out_dir / 'index.html'}: the interactive page ({len(page.encode('utf-8')) / 1024:,.0f} KiB, "
+          f"self-contained; open it in a browser)")
     return 0
 
 

@@ -1,5 +1,6 @@
-"""visualize.py: the numbers behind each picture (attention, next-token distributions, embedding PCA), the PNGs for a
-char run and a BPE checkpoint, and bad input that leaves nothing behind."""
+"""visualize.py: the numbers behind each picture (attention, next-token distributions, embedding PCA), the PNGs and
+index.html for a char run and a BPE checkpoint, and bad input that leaves nothing behind. The page's own numbers are
+checked in tests/test_page.py, the page in a browser in tests/test_browser.py."""
 
 import importlib.util
 from dataclasses import asdict
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 import visualize
 from extras.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from conftest import run_train
+from conftest import needs, require, run_train
 from model import GPT, GPTConfig
 from extras.bpe import BPETokenizer
 from extras.tokenizer import CharTokenizer, tokenizer_from_checkpoint, tokenizer_to_dict
@@ -32,6 +33,7 @@ def char_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bpe_checkpoint(tmp_path_factory):
     """An untrained BPE model with RoPE, saved as train.py saves one (its folder has no metrics.csv)."""
+    require("tokenizers")
     tok = BPETokenizer.train([TEXT + "Ωμέγα café\n"], vocab_size=300)
     config = GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32, position="rope")
     torch.manual_seed(0)
@@ -133,17 +135,22 @@ def test_bpe_labels_are_token_text_or_hex_for_partial_characters(bpe_checkpoint)
 
 
 def png_files(folder):
+    """The first bytes of each file in folder, by name: PNGs start with the PNG signature, index.html with <!doctype."""
     return {p.name: p.read_bytes()[:8] for p in folder.iterdir()}
 
 
+PNG, HTML = b"\x89PNG\r\n\x1a\n", b"<!doctyp"
+
+
+@needs("matplotlib")
 def test_a_run_gets_every_picture(char_run, tmp_path, capsys):
     out_dir = tmp_path / "pictures"
     capsys.readouterr()
     assert visualize.main(["--checkpoint", str(char_run / "best.pt"), "--prompt", PROMPT, "--out_dir", str(out_dir),
                            "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    names = ["attention.png", "next_token.png", "embeddings.png", "loss.png"]  # loss.png: the run has metrics.csv
-    assert png_files(out_dir) == {name: b"\x89PNG\r\n\x1a\n" for name in names}
+    names = ["attention.png", "next_token.png", "embeddings.png", "loss.png", "index.html"]  # loss.png: metrics.csv
+    assert png_files(out_dir) == {name: HTML if name.endswith(".html") else PNG for name in names}
     wrote = [line for line in lines if line.startswith("wrote ")]
     assert [line.split(":")[0] for line in wrote] == [f"wrote {out_dir / name}" for name in names]
     assert f"over the prompt's {len(PROMPT)} tokens" in wrote[0]
@@ -151,15 +158,17 @@ def test_a_run_gets_every_picture(char_run, tmp_path, capsys):
     assert len(heads) == 1 * 2 and all("1, 2, 3 back:" in line for line in heads)  # TINY_FLAGS: 1 layer, 2 heads
 
 
-def test_a_bpe_checkpoint_without_metrics_gets_three_pictures(bpe_checkpoint, tmp_path, capsys):
+@needs("matplotlib")
+def test_a_bpe_checkpoint_without_metrics_gets_three_pictures_and_the_page(bpe_checkpoint, tmp_path, capsys):
     out_dir = tmp_path / "pictures"
     capsys.readouterr()
     assert visualize.main(["--checkpoint", str(bpe_checkpoint), "--prompt", "Ωμέγα 😀, to be", "--out_dir", str(out_dir),
                            "--device", "cpu"]) == 0
-    assert png_files(out_dir) == {name: b"\x89PNG\r\n\x1a\n" for name in ["attention.png", "next_token.png", "embeddings.png"]}
-    assert sum(line.startswith("wrote ") for line in capsys.readouterr().out.splitlines()) == 3
+    assert png_files(out_dir) == {"attention.png": PNG, "next_token.png": PNG, "embeddings.png": PNG, "index.html": HTML}
+    assert sum(line.startswith("wrote ") for line in capsys.readouterr().out.splitlines()) == 4
 
 
+@needs("matplotlib")
 def test_a_long_prompt_shows_its_first_tokens_and_says_so(char_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(visualize, "ATTENTION_TOKENS", 8)  # the tiny model's context is shorter than the real 48
     capsys.readouterr()
@@ -169,13 +178,15 @@ def test_a_long_prompt_shows_its_first_tokens_and_says_so(char_run, tmp_path, ca
 
 
 @pytest.mark.parametrize("case", ["too long", "unknown characters", "empty", "missing file", "not a checkpoint",
-                                  "not a train.py dict", "out_dir is a file"])
+                                  "not a train.py dict", "out_dir is a file", "negative temperature", "top_k 0"])
 def test_bad_input_is_one_line_and_writes_nothing(case, char_run, tmp_path, capsys):
     checkpoint, prompt, out_dir = char_run / "best.pt", PROMPT, tmp_path / "pictures" / "run"
     expected = {"too long": "the prompt is 60 tokens but this model sees at most 32",
                 "unknown characters": "never saw: '#' 'Z' '😀'", "empty": "--prompt must not be empty",
                 "missing file": "no checkpoint at", "not a checkpoint": "is not a readable checkpoint",
-                "not a train.py dict": "is not a checkpoint written by train.py", "out_dir is a file": "is a file"}[case]
+                "not a train.py dict": "is not a checkpoint written by train.py", "out_dir is a file": "is a file",
+                "negative temperature": "--temperature must be >= 0", "top_k 0": "--top_k >= 1"}[case]
+    sampling = {"negative temperature": ["--temperature", "-0.5"], "top_k 0": ["--top_k", "0"]}.get(case, [])
     if case == "too long":
         prompt = "To be " * 10
     elif case == "unknown characters":
@@ -194,7 +205,8 @@ def test_bad_input_is_one_line_and_writes_nothing(case, char_run, tmp_path, caps
         out_dir = tmp_path / "pictures"
         out_dir.write_text("keep me")
     capsys.readouterr()
-    code = visualize.main(["--checkpoint", str(checkpoint), "--prompt", prompt, "--out_dir", str(out_dir), "--device", "cpu"])
+    code = visualize.main(["--checkpoint", str(checkpoint), "--prompt", prompt, "--out_dir", str(out_dir), "--device", "cpu",
+                           *sampling])
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == "" and captured.err.count("\n") == 1 and captured.err.startswith("error: ")
@@ -228,6 +240,7 @@ def test_without_matplotlib_one_line_says_how_to_get_it(char_run, tmp_path, caps
     assert not out_dir.exists()
 
 
+@needs("matplotlib")
 def test_a_one_token_prompt_still_draws_and_reports(char_run, tmp_path, capsys):
     out_dir = tmp_path / "pictures"
     capsys.readouterr()

@@ -1,0 +1,65 @@
+"""Remake docs/page.png: visualize.py's page, from a real checkpoint, photographed by headless Chromium.
+
+    .venv/bin/python train.py --out_dir out/default        # the CPU default run (about five minutes)
+    .venv/bin/python docs/page_screenshot.py               # out/default/pictures/index.html -> docs/page.png
+    .venv/bin/python docs/page_screenshot.py --checkpoint out/other/best.pt --out docs/other.png
+
+Drives Debian's Chromium (or QUILL_CHROMIUM) with Playwright, as tests/test_browser.py does; prints the
+browser's and Playwright's versions and the page's size. The picture is the whole page at 1280 pixels wide, in
+128 colours, so the PNG stays small.
+"""
+
+import argparse
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="out/default/best.pt")
+    parser.add_argument("--out", default="docs/page.png")
+    args = parser.parse_args()
+    from PIL import Image  # matplotlib's dependency, so already installed
+    from playwright.sync_api import sync_playwright
+
+    pictures = Path(args.checkpoint).parent / "pictures"
+    made = subprocess.run([sys.executable, str(ROOT / "visualize.py"), "--checkpoint", args.checkpoint,
+                           "--out_dir", str(pictures), "--device", "cpu"])
+    if made.returncode != 0:
+        return made.returncode
+    page_path = pictures / "index.html"
+    chromium = os.environ.get("QUILL_CHROMIUM", "/usr/bin/chromium")
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        context = p.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True, args=ARGS,
+                                                       viewport={"width": 1280, "height": 900})
+        tab = context.new_page()
+        errors = []
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        tab.goto(page_path.resolve().as_uri())
+        tab.locator('[data-q="query"]').fill("20")  # "...what l": attention from the middle of the prompt
+        tab.locator('[data-q="writer-step"]').fill("120")  # the writer part-way, its candidates at that step
+        tab.locator('[data-q="params"] .q-row').nth(3).hover()  # block 0's attention: its tensors and shapes
+        shot = Path(profile) / "page.png"
+        tab.screenshot(path=str(shot), full_page=True)
+        version = context.browser.version if context.browser else "?"
+        context.close()
+        if errors:
+            print("JavaScript errors:", *errors, sep="\n  ")
+            return 1
+        Image.open(shot).convert("RGB").quantize(colors=128).save(args.out, optimize=True)
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1024:.0f} KiB) from {page_path} "
+          f"({page_path.stat().st_size:,} bytes); Chromium {version}, Playwright {importlib.metadata.version('playwright')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
