@@ -7,6 +7,7 @@
     python bench.py --metrics out/metrics.csv --target_loss 1.47   # when did a run first reach a val loss?
     python bench.py --data_mb 300                     # encoding a 300 MB text: first time, cached, peak memory
     python bench.py --optimizer_step                  # the AdamW step alone: multi-tensor against fused
+    python bench.py --matmul                          # is bfloat16 native here? a matmul in each dtype
     python bench.py --gpu_check                       # on a GPU: tests, speed, medium with each recipe
 
 Training: full optimizer steps (forward, backward, clip, AdamW) with train.py's step code and precision
@@ -34,7 +35,8 @@ from extras.cli import EXIT_FAILED, CLIError, FlagParser, run_cli
 from extras.dataset import DEFAULT_DATA
 from extras.metrics import read_metrics
 from model import GPT, PRESETS, GPTConfig
-from extras.precision import Precision, make_precision, synchronize
+from extras.precision import (Precision, cpu_class, cpu_has_native_bfloat16, make_precision, pick_muon_dtype,
+                              synchronize)
 from extras.engine import generate
 from extras.modern import RECIPES
 from extras.step import compile_for_training, configure_optimizer, get_batch, sample_starts, train_step
@@ -272,6 +274,8 @@ def compare_runs(folder: Path) -> list[str]:
 def machine_line(device: torch.device) -> str:
     """What this ran on, for the record."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    if device.type == "cpu":
+        name += f"; {cpu_class()}"  # the class decides which dtypes are fast here
     return (f"Device: {device} ({name}); {torch.get_num_threads()} CPU threads; torch {torch.__version__}; "
             f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}.")
 
@@ -307,6 +311,34 @@ def optimizer_table(presets: list[str], steps: int, warmup: int, device: torch.d
         foreach_s, fused_s = (sorted(times[f])[1] for f in (False, True))
         n_params = GPT(replace(PRESETS[preset], vocab_size=65)).num_params()
         lines.append(f"| {preset} | {n_params:,} | {1000 * foreach_s:,.2f} | {1000 * fused_s:,.2f} | {foreach_s / fused_s:.2f}x |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def matmul_gflops(n: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:
+    """GFLOP/s of an n x n by n x n matmul in dtype, the median of `repeats` timings after one warm-up."""
+    a, b = (torch.randn(n, n, generator=torch.Generator().manual_seed(i)).to(device, dtype) for i in (0, 1))
+    a @ b
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        t0 = time.perf_counter()
+        a @ b
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / sorted(times)[len(times) // 2] / 1e9
+
+
+def matmul_table(sizes: list[int], device: torch.device, repeats: int) -> list[str]:
+    """Markdown lines: matmul GFLOP/s in float32 and bfloat16 per size. Where bfloat16 is emulated (most CPUs
+    without AVX-512 BF16, T4 and V100 GPUs) it is many times slower than float32; where it is native, faster."""
+    lines = ["", f"One n x n matmul, GFLOP/s, the median of {repeats} (bfloat16 native here, by "
+             f"precision.cpu_has_native_bfloat16: {cpu_has_native_bfloat16() if device.type == 'cpu' else 'n/a'}):",
+             "", "| n | float32 | bfloat16 | float32 / bfloat16 |", "|---:|---:|---:|---:|"]
+    print("\n".join(lines), flush=True)
+    for n in sizes:
+        f32, bf16 = (matmul_gflops(n, dtype, device, repeats) for dtype in (torch.float32, torch.bfloat16))
+        lines.append(f"| {n} | {f32:,.1f} | {bf16:,.1f} | {f32 / bf16:,.2f}x |")
         print(lines[-1], flush=True)
     return lines
 
@@ -405,6 +437,8 @@ def main(argv=None) -> int:
     parser.add_argument("--bpe_vocab", type=int, default=1024, help="BPE vocabulary size for --data_mb (0: char only)")
     parser.add_argument("--optimizer_step", action="store_true",
                         help="instead: time the AdamW step alone per preset, multi-tensor against fused (--steps, --warmup)")
+    parser.add_argument("--matmul", action="store_true",
+                        help="instead: matmul GFLOP/s in float32 and bfloat16 (128, 384, 1024): is bfloat16 native here?")
     parser.add_argument("--gpu_check", action="store_true",
                         help="the GPU check (docs/gpu_check.sh): gpu tests, speed per preset, a medium run to --target_loss")
     parser.add_argument("--smoke", action="store_true", help="with --gpu_check: tiny sizes, runs on a CPU (tests its plumbing)")
@@ -464,6 +498,9 @@ def measure(args) -> int:
     if args.optimizer_step:
         write_lines(lines + optimizer_table(presets, max(args.steps, 1), args.warmup, device), Path(args.out))
         return 0
+    if args.matmul:
+        write_lines(lines + matmul_table([128, 384, 1024], device, args.repeats), Path(args.out))
+        return 0
     if args.steps:
         lines += training_table(presets, args.batch_size, args.block_size, args.steps, args.warmup, precision, recipes)
     if args.new_tokens:
@@ -476,8 +513,11 @@ def training_table(presets: list[str], batch_size: int, block_size: int, steps: 
                    precision: Precision, recipes: tuple[str, ...] = ("gpt2",)) -> list[str]:
     """Markdown lines: ms/step, tokens/s and compile seconds per preset and recipe, in precision's dtype."""
     dtype_name = str(precision.dtype).removeprefix("torch.")
-    lines = ["", f"Training, batch {batch_size} x {block_size}, {dtype_name}, compile {'on' if precision.compile else 'off'}, "
-             f"{steps} timed steps after {warmup} warm-up:", "",
+    muon_dtype, muon_why = pick_muon_dtype(precision.device)
+    muon = (f", Muon's Newton-Schulz in {str(muon_dtype).removeprefix('torch.')} ({muon_why})"
+            if any(RECIPES[r]["optimizer"] == "muon" for r in recipes) else "")
+    lines = ["", f"Training, batch {batch_size} x {block_size}, {dtype_name}, compile {'on' if precision.compile else 'off'}"
+             f"{muon}, {steps} timed steps after {warmup} warm-up:", "",
              "| preset | recipe | parameters | ms/step | tokens/s | compile s |", "|---|---|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
     for preset in presets:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from extras.checkpoint import (check_writable, load_checkpoint, make_checkpoint, restore_training, rng_states,
                                save_checkpoint, set_rng_states)
 from extras.cli import EXIT_FAILED, EXIT_INTERRUPTED, CLIError, FlagParser, add_dataclass_flags
-from extras.control import RunClock
+from extras.control import RunClock, resume_command
 from extras.dataset import DATA_SHA256, DATA_URL, DEFAULT_DATA, DataError, TokenData, download, prepare
 from extras.distributed import Ranks, agree, start_ranks, stop_ranks, wait_for_all, wrap_for_ranks
 from extras.evaluation import EvalSets
@@ -334,13 +334,12 @@ def non_finite(step: int) -> CLIError:
 def interrupted(clock: RunClock, log: TrainLog, last: dict, step: int, out_dir: str, ranks: Ranks
                 ) -> CLIError:
     """Ctrl-C or SIGTERM: save last.pt (the train log first, so it holds every step last.pt has taken) and
-    return the error that says how to go on."""
+    return the error that says how to go on, with the shell's exit code for the signal (130, 143)."""
     log.write()
     if ranks.is_main:
         save_checkpoint(Path(out_dir) / "last.pt", last)
-    launcher = f"torchrun --standalone --nproc_per_node={ranks.world_size}" if ranks.launched else "python"
     return CLIError(f"interrupted ({clock.signal_name()}) at step {step}; saved {Path(out_dir) / 'last.pt'}. "
-                    f"Continue with: {launcher} train.py --resume --out_dir {out_dir}", EXIT_INTERRUPTED)
+                    f"Continue with: {resume_command(out_dir, ranks)}", clock.exit_code())
 
 
 def print_run(model: GPT, optimizers: list, data: TokenData, cfg: TrainConfig, evals: EvalSets,
@@ -404,6 +403,13 @@ def main(argv=None) -> int:
         if ranks.is_main or (e.code == EXIT_FAILED and str(e)):
             print(f"error: {e}" if ranks.is_main else f"error on rank {ranks.rank}: {e}", file=sys.stderr)
         return e.code
+    # Under torchrun, when rank 0 stops on an error of its own (a full disk: only rank 0 writes), the others
+    # find the connection closed at their next collective (gloo's words); rank 0's line has said why.
+    except RuntimeError as e:
+        if ranks.is_main or "closed by peer" not in str(e):
+            raise
+        print(f"error on rank {ranks.rank}: stopped, as rank 0 did (its error says why)", file=sys.stderr)
+        return EXIT_FAILED
     # Ctrl-C outside the training loop (start-up, the closing sample): nothing to save
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
@@ -480,6 +486,15 @@ def run(given: dict, ranks: Ranks) -> None:
                        f"--block_size (now {model_cfg.block_size}), raise --grad_accum_steps (now "
                        f"{cfg.grad_accum_steps}; same batch, less memory), or pick a smaller --preset. "
                        "Checkpoints from earlier evaluations are intact", EXIT_FAILED) from None
+    # A write into out_dir failed (a full disk, a quota, a drive gone). Checkpoints and loss.png are replaced
+    # whole or not at all (write_atomically) and a failed CSV append is cut back, so what was saved is still
+    # there to resume from.
+    except OSError as e:
+        then = (f"continue with: {resume_command(out_dir, ranks)}" if (out_dir / "last.pt").exists()
+                else "run the same command again")
+        raise CLIError(f"could not write {e.filename or out_dir} ({e.strerror or e}): free some space there "
+                       f"(or copy {out_dir} to a disk with room and pass that --out_dir), then {then}. The "
+                       "checkpoints saved before are intact", EXIT_FAILED) from None
 
     print(f"done: {result['step']} steps in {result['elapsed_s']:,.0f}s, {result['stop_reason']} | best val "
           f"loss {result['best_val_loss']:.4f} (checkpoint {out_dir / 'best.pt'}; plot "

@@ -12,6 +12,10 @@
 # Usage: bash docs/gpu_check.sh [--smoke] [--data PATH] [--target_loss 1.47]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The project's environment where `uv sync` made one; otherwise the machine's python3 (Colab, a bare GPU box).
-if [ -x .venv/bin/python ]; then python=.venv/bin/python; else python=python3; fi
+# $PYTHON where it is set (the tests set it to their own interpreter); else the project's environment where
+# `uv sync` made one; otherwise the machine's python3 (Colab, a bare GPU box).
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+  if [ -x .venv/bin/python ]; then python=.venv/bin/python; else python=python3; fi
+fi
 exec "$python" bench.py --gpu_check --out out/gpu_check.md "$@"

@@ -12,7 +12,8 @@ import typing
 from collections.abc import Callable
 
 # Exit codes: 2 for a problem with what the user passed (flags, files), 1 for a run that failed on its own,
-# 130 for Ctrl-C (the shell's convention for SIGINT).
+# 130 for Ctrl-C (the shell's convention, 128 + SIGINT); a training run stopped by SIGTERM exits 143 (128 + 15,
+# extras/control.py).
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
 

@@ -3,7 +3,10 @@ torchrun, every rank agreeing on both once per step so that all of them stop at 
 learning rate.
 
 SIGTERM is what Slurm, Kubernetes and a closing notebook send; it is treated like Ctrl-C: the step in flight
-(and any evaluation due) finishes, last.pt is saved, and the run exits with the resume command.
+(and any evaluation due) finishes, last.pt is saved, and the run exits with the resume command. The exit
+code follows the shell's convention, 128 + the signal's number: 130 for Ctrl-C (SIGINT), 143 for SIGTERM, the
+code a scheduler would have seen had the signal killed the run, so it can tell a stop it asked for from a
+failure (1).
 """
 
 import signal
@@ -44,6 +47,16 @@ class RunClock:
         elapsed, stop = agree([self.elapsed(), float(bool(self.signals))], self.ranks)
         return elapsed, self.time_budget > 0 and elapsed >= self.time_budget, bool(stop)
 
+    def exit_code(self) -> int:
+        """128 + the first stop signal's number: 130 for Ctrl-C, 143 for SIGTERM; 130 where none came."""
+        return 128 + (self.signals[0] if self.signals else signal.SIGINT)
+
     def signal_name(self) -> str:
         """The first stop signal received, by name ("SIGINT" for Ctrl-C); "a signal" on a rank that got none."""
         return signal.Signals(self.signals[0]).name if self.signals else "a signal"
+
+
+def resume_command(out_dir, ranks: Ranks) -> str:
+    """The command that continues the run in out_dir from its last.pt, launched as this one was."""
+    launcher = f"torchrun --standalone --nproc_per_node={ranks.world_size}" if ranks.launched else "python"
+    return f"{launcher} train.py --resume --out_dir {out_dir}"

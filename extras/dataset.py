@@ -279,7 +279,8 @@ def write_atomically(path: Path, write):
 
     A crash or kill at any moment leaves either the old file or the complete new one, never half of one. The
     temporary name carries the process id, so two processes preparing the same text never write into one file.
-    Returns what write(f) returned.
+    Returns what write(f) returned. A failed write (a full disk, say) raises OSError naming path, even where
+    the writer wrapped it in an error of its own: torch.save turns it into RuntimeError("... unexpected pos").
     """
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
@@ -288,9 +289,14 @@ def write_atomically(path: Path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)  # an exception (not a kill -9) can tidy up; path itself was never touched
-        raise
+        cause = e if isinstance(e, (OSError, RuntimeError)) else None  # anything else (Ctrl-C) stays itself
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from e
     return result
 
 

@@ -14,7 +14,9 @@ existed still plot, from metrics.csv alone.
 """
 
 import csv
+import io
 import math
+import os
 import time
 from pathlib import Path
 
@@ -34,10 +36,12 @@ def restart_csv(path: Path, columns: list[str], keep_up_to: int | None) -> None:
     if keep_up_to is not None and path.exists():
         with open(path, newline="", encoding="utf-8") as f:
             rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_up_to]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, restval="nan")  # a column older runs lacked
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, restval="nan")  # a column older runs lacked
+    writer.writeheader()
+    writer.writerows(rows)
+    # whole or not at all: a full disk here must not cost the rows a resumed run keeps
+    write_atomically(path, lambda f: f.write(text.getvalue().encode("utf-8")))
 
 
 def start_metrics(path: Path, keep_up_to: int | None) -> None:
@@ -50,19 +54,36 @@ def start_train_log(path: Path, keep_up_to: int | None) -> None:
     restart_csv(path, TRAIN_LOG_COLUMNS, keep_up_to)
 
 
+def append_rows(path: Path, rows: list[list]) -> None:
+    """Append rows to a CSV, all of them or none: a failed write (a full disk) cuts the file back to where it
+    was, so a resumed run never reads half a row. The OSError it then raises names path."""
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    end = None
+    try:
+        end = path.stat().st_size
+        with open(path, "ab") as f:
+            f.write(text.getvalue().encode("utf-8"))
+    except OSError as e:
+        if end is not None:
+            try:
+                os.truncate(path, end)  # shrinking a file needs no free space
+            except OSError:
+                pass
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+
+
 def append_metrics(path: Path, row: list) -> None:
     """Append one evaluation's row to metrics.csv."""
-    with open(path, "a", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerow([row[0], *(f"{v:.6g}" for v in row[1:])])
+    append_rows(path, [[row[0], *(f"{v:.6g}" for v in row[1:])]])
 
 
 def append_train_log(path: Path, step_lrs: list[tuple[int, float]], train_loss: float) -> None:
     """Append the (step, lr) of each step since the last write to train_log.csv, with their mean train loss on
     the last one."""
-    with open(path, "a", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        for i, (step, lr) in enumerate(step_lrs):
-            writer.writerow([step, f"{lr:.6g}", f"{train_loss:.6g}" if i == len(step_lrs) - 1 else ""])
+    last = len(step_lrs) - 1
+    append_rows(path, [[step, f"{lr:.6g}", f"{train_loss:.6g}" if i == last else ""]
+                       for i, (step, lr) in enumerate(step_lrs)])
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -15,8 +15,6 @@ field that is not GPT-2's. The parameter names stay GPT-2's (c_attn, c_fc, c_pro
 the same way. Pure torch, like model.py.
 """
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -166,12 +164,13 @@ class SwiGLUMLP(nn.Module):
 # linear map instead: it takes the momentum of the gradient, G = U S V^T, and replaces it by U V^T, the
 # orthogonal matrix closest to it. Every direction the matrix maps is then moved by the same amount, so the few
 # directions that dominate a gradient no longer drown out the rest. U V^T is found without an SVD, by a few
-# matmuls (Newton-Schulz). torch 2.9 has the same as torch.optim.Muon; this one is ours so that it runs on every
-# torch we support, in the dtype the machine multiplies fastest (extras/precision.py, pick_muon_dtype).
+# matmuls (Newton-Schulz). torch 2.9 and newer have the same as torch.optim.Muon; this one is ours, so that
+# it runs on every torch we support and multiplies in the dtype this machine does best
+# (precision.pick_muon_dtype): torch's always uses bfloat16, which most CPUs only emulate.
 
 # The quintic's coefficients and step count of torch.optim.Muon (from Keller Jordan's Muon): chosen for a steep
-# slope at 0, so that small singular values grow fast. They end spread around 1 (about 0.7 to 1.2) rather
-# than exactly 1, which trains as well and takes fewer steps.
+# slope at 0, so that small singular values grow fast. They leave them spread around 1 (0.68 to 1.13 for a
+# random 64 x 192 matrix) rather than at exactly 1, which trains as well and takes fewer steps.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NS_STEPS = 5
 
@@ -188,7 +187,8 @@ def orthogonalize(G: torch.Tensor, dtype: torch.dtype = torch.float32, steps: in
     # where the iteration converges.
     X = X / X.norm().clamp(min=1e-7)
     for _ in range(steps):
-        # With X = U S V^T, X X^T = U S^2 U^T, and each step maps every singular value s to a s + b s^3 + c s^5.
+        # With X = U S V^T, X X^T = U S^2 U^T, and each step maps every singular value s to
+        # a s + b s^3 + c s^5.
         A = X @ X.mT  # (r, r), r the shorter side
         B = torch.addmm(A, A, A, beta=b, alpha=c)  # b A + c A^2
         X = torch.addmm(X, B, X, beta=a)  # a X + B X
@@ -199,13 +199,14 @@ def match_rms_adamw(shape: torch.Size) -> float:
     """The factor that gives an orthogonalised update of a (rows, cols) matrix AdamW's typical update RMS
     (about 0.2): U V^T has RMS 1 / sqrt(max(rows, cols)) (Moonshot's "Muon is Scalable for LLM Training"), so
     Muon's learning rate is in AdamW's units."""
-    return 0.2 * math.sqrt(max(shape[0], shape[1]))
+    return 0.2 * max(shape[0], shape[1]) ** 0.5
 
 
 class Muon(torch.optim.Optimizer):
     """Muon for 2-D weight matrices: Nesterov momentum, the update orthogonalised by Newton-Schulz in ns_dtype,
-    scaled by match_rms_adamw, and decoupled weight decay. Its state ({"momentum_buffer": tensor} per
-    parameter) and param_groups are torch.optim.Muon's, so a checkpoint of either loads into this one."""
+    scaled by match_rms_adamw, and decoupled weight decay. Its state is torch.optim.Muon's
+    ({"momentum_buffer": tensor} per parameter) and its param-group keys a subset of theirs, so a
+    torch.optim.Muon checkpoint loads into it."""
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_dtype: torch.dtype = torch.float32):

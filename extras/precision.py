@@ -88,8 +88,15 @@ def cpu_has_native_bfloat16() -> bool:
     if onednn_isa_cap() in ONEDNN_ISAS_WITHOUT_BFLOAT16:
         return False
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    # private helpers: absent from some torch builds
-    return any(check() for check in checks if check is not None)
+    checks = [check for check in checks if check is not None]  # private helpers: absent from older torch (2.4)
+    if checks:
+        return any(check() for check in checks)
+    try:  # Linux names the instruction sets in /proc/cpuinfo
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = set(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def cpu_class() -> str:
@@ -105,7 +112,7 @@ def pick_muon_dtype(device: torch.device) -> tuple[torch.dtype, str]:
     """The dtype Muon's Newton-Schulz iteration (extras/modern.py) multiplies in, and why: bfloat16 where the
     hardware multiplies it natively, float32 elsewhere.
 
-    The iteration is ten matmuls per weight matrix per step. torch.optim.Muon always runs them in bfloat16, for
+    The iteration is fifteen matmuls per weight matrix per step. torch.optim.Muon always runs them in bfloat16, for
     tensor cores; where bfloat16 is emulated (CPUs without AVX-512 BF16, T4 and V100 GPUs) that made the
     modern recipe's step several times slower than GPT-2's (docs/BENCHMARKS.md).
     """
@@ -121,10 +128,11 @@ def pick_muon_dtype(device: torch.device) -> tuple[torch.dtype, str]:
     return torch.float32, f"bfloat16 unmeasured on {device.type}"
 
 
-# On a CPU, bfloat16 weights pay only once the float32 weights no longer sit in the caches: on the 2-core
-# machine (docs/BENCHMARKS.md, bench.py's generation table) small (3.2M parameters) and medium (10.8M)
-# generated 1.1x to 1.9x faster in bfloat16, but tiny (0.44M) 0.7x to 0.8x: its weights are read from cache
-# either way and bfloat16's kernels cost more per call.
+# On a CPU with bfloat16 in hardware, bfloat16 weights pay only once the float32 weights no longer sit in the
+# caches: on the 2-core AVX-512 BF16 machine (docs/BENCHMARKS.md, bench.py's generation table) small (3.2M
+# parameters) and medium (10.8M) generated 1.1x to 1.9x faster in bfloat16, but tiny (0.44M) 0.7x to 0.8x: its
+# weights are read from cache either way and bfloat16's kernels cost more per call. Where bfloat16 is emulated
+# (AVX2) the threshold never applies: float32 at every size.
 CPU_BFLOAT16_MIN_PARAMS = 1_000_000
 
 

@@ -1,10 +1,16 @@
-"""Shared fixtures: a small training text, the real corpus when present, and a tiny-config training helper."""
+"""Shared fixtures: a small training text, the real corpus when present, a tiny-config training helper, and
+skips for what needs an optional package."""
 
+import importlib.util
+import os
+import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -13,6 +19,27 @@ sys.path.insert(0, str(ROOT))  # the scripts live at the top level, not in a pac
 from extras import dataset  # noqa: E402
 from extras import metrics  # noqa: E402
 import train  # noqa: E402
+
+# What each optional package does here. A plain `pip install torch numpy tqdm` (Colab, say) may lack them; the
+# tests of what needs one then skip and say how to get it (docs/compat.md runs the suite that way).
+OPTIONAL = {"tokenizers": "byte-level BPE (--tokenizer bpe)",
+            "matplotlib": "the pictures (loss.png, visualize.py)"}
+
+
+def missing_reason(package: str) -> str:
+    """Why a test that needs this optional package skips."""
+    return f"{OPTIONAL[package]} needs {package}, which is not installed here (pip install {package})"
+
+
+def needs(package: str):
+    """A skip marker for a test that needs the optional package."""
+    return pytest.mark.skipif(importlib.util.find_spec(package) is None, reason=missing_reason(package))
+
+
+def require(package: str) -> None:
+    """In a fixture: skip the tests that use it where the optional package is missing."""
+    pytest.importorskip(package, reason=missing_reason(package))
+
 
 # A model small enough that a few optimizer steps take well under a second on one CPU core.
 TINY_FLAGS = ["--preset", "tiny", "--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--block_size", "32",
@@ -62,3 +89,44 @@ def torchrun_of_one(monkeypatch):
         monkeypatch.setenv(key, value)
     yield
     assert not dist.is_initialized()  # main() left the group
+
+
+def wait_for_checkpoint(path: Path, step: int, proc, timeout: float = 600) -> int:
+    """Block until the checkpoint at path holds `step` steps or more while proc still runs; returns its step.
+
+    It waits on the file, not on the clock: the deadline only ends a run that hangs, so a slow machine just waits
+    longer.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before a checkpoint at step {step}"
+        try:
+            saved = torch.load(path, weights_only=True, map_location="cpu")["step"]
+        except (OSError, RuntimeError, EOFError):  # not there yet (a checkpoint is renamed into place whole)
+            saved = -1
+        if saved >= step:
+            return saved
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint at step {step} in {path} after {timeout:.0f}s")
+
+
+def kill_tree(pid: int) -> None:
+    """kill -9 a process and everything below it (torchrun starts its ranks in sessions of their own)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+            except OSError:
+                continue
+    found, todo = [pid], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    for each in found:
+        try:
+            os.kill(each, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

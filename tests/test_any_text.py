@@ -10,7 +10,7 @@ import bench
 from extras import cli
 import evaluate
 import generate
-from conftest import read_metrics, run_train
+from conftest import needs, read_metrics, run_train
 
 
 @pytest.fixture
@@ -49,6 +49,7 @@ def test_a_shakespeare_sized_vocabulary_gets_no_warning(small_text, tmp_path, ca
     assert "warning" not in capsys.readouterr().out
 
 
+@needs("tokenizers")
 def test_bpe_end_to_end_train_resume_generate_evaluate(many_scripts, tmp_path, capsys):
     out_dir = tmp_path / "out"
     flags = ["--tokenizer", "bpe", "--vocab_size", "300", "--eval_interval", "2"]
@@ -88,6 +89,7 @@ def test_resume_refuses_to_change_the_tokenizer(many_scripts, tmp_path, capsys):
     assert "--tokenizer bpe (checkpoint has char)" in capsys.readouterr().err
 
 
+@needs("tokenizers")
 def test_bits_per_character_are_the_loss_in_bits_for_char_and_fewer_tokens_for_bpe(small_text, tmp_path):
     assert run_train(small_text, tmp_path / "char", "--max_iters", "2", "--eval_interval", "2") == 0
     for row in read_metrics(tmp_path / "char"):

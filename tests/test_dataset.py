@@ -10,6 +10,7 @@ from extras import dataset
 from extras.dataset import CHUNK_CHARS, DataError, iter_text, prepare
 from extras.bpe import BPETokenizer
 from extras.tokenizer import CharTokenizer
+from conftest import needs
 
 # Windows and old-Mac newlines (read as "\n"), 2-, 3- and 4-byte UTF-8 characters, a blank line, a tab, and
 # trailing spaces before indented lines (whitespace runs that BPE must not see cut in two).
@@ -161,6 +162,7 @@ def test_ids_are_uint32_for_a_huge_vocabulary(tmp_path):
 # byte-level BPE
 
 
+@needs("tokenizers")
 @pytest.mark.parametrize("chunk_chars", [7, CHUNK_CHARS])
 def test_bpe_prepare_equals_encoding_each_split_whole(text_file, tmp_path, chunk_chars):
     text = text_file.read_text(encoding="utf-8")
@@ -176,6 +178,7 @@ def test_bpe_prepare_equals_encoding_each_split_whole(text_file, tmp_path, chunk
     assert len(data.train) + len(data.val) < len(text)  # merges make tokens longer than characters
 
 
+@needs("tokenizers")
 def test_bpe_cache_is_found_again(text_file, tmp_path):
     cache = tmp_path / "cache"
     first = prepare(text_file, cache, kind="bpe", vocab_size=300, log=quiet)

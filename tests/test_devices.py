@@ -57,6 +57,8 @@ def test_float16_on_mps_is_refused_with_the_alternative():
     assert precision.pick_dtype(torch.device("mps"), "auto")[0] == torch.float32
 
 
+@pytest.mark.skipif(precision.torch_version() < (2, 6), reason=f"its first check is that this torch accepts bfloat16 "
+                    f"on MPS, which needs 2.6 or newer (this is {torch.__version__})")
 def test_bfloat16_on_mps_needs_a_torch_whose_mps_autocast_has_it(monkeypatch):
     assert precision.pick_dtype(torch.device("mps"), "bfloat16")[0] == torch.bfloat16  # this torch: 2.6 or newer
     monkeypatch.setattr(torch, "__version__", "2.5.1")  # older: autocast would warn and quietly stay in float32
@@ -325,7 +327,6 @@ def test_two_ranks_killed_and_resumed_match_an_uninterrupted_run(small_text, tmp
     # steps; dropout 0 (tiny), so one process and two ranks draw nothing different.
     flags = [*TINY_FLAGS, "--eval_interval", "4", "--batch_size", "8", "--learning_rate", "3e-3", "--min_lr", "3e-3",
              "--warmup_iters", "0", "--data", str(small_text)]
-    assert run_train(small_text, tmp_path / "whole", *flags, "--max_iters", "16") == 0
     out_dir = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"),
@@ -352,9 +353,13 @@ def test_two_ranks_killed_and_resumed_match_an_uninterrupted_run(small_text, tmp
                     pass
             proc.wait(timeout=60)
     saved_step = torch.load(out_dir / "last.pt", weights_only=True)["step"]
-    assert 4 <= saved_step < 16, f"killed after step {saved_step}"
-    resumed = subprocess.run([*launch, "--max_iters", "16", "--resume"], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=300)
+    assert saved_step >= 4, f"killed after step {saved_step}"
+    # Where the kill lands depends on how busy the machine is; the run to compare with goes to the same end: at least
+    # two evaluations past it.
+    max_iters = max(16, (saved_step // 4 + 2) * 4)
+    assert run_train(small_text, tmp_path / "whole", *flags, "--max_iters", str(max_iters)) == 0
+    resumed = subprocess.run([*launch, "--max_iters", str(max_iters), "--resume"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming {out_dir / 'last.pt'} at step {saved_step}" in resumed.stdout
 
@@ -362,7 +367,7 @@ def test_two_ranks_killed_and_resumed_match_an_uninterrupted_run(small_text, tmp
         return [(r["step"], r["train_loss"], r["val_loss"]) for r in read_metrics(d)]
 
     whole, killed = losses(tmp_path / "whole"), losses(out_dir)
-    assert [s for s, _, _ in killed] == [s for s, _, _ in whole] == [0, 4, 8, 12, 16], (whole, killed)
+    assert [s for s, _, _ in killed] == [s for s, _, _ in whole] == list(range(0, max_iters + 1, 4)), (whole, killed)
     assert all(abs(a - c) <= 1e-4 and abs(b - d) <= 1e-4 for (_, a, b), (_, c, d) in zip(whole, killed)), (whole, killed)
 
 
@@ -374,7 +379,7 @@ def test_gpu_check_without_a_gpu_says_so_in_one_line(tmp_path):
     if torch.cuda.is_available() or torch.backends.mps.is_available():
         pytest.skip("this machine has a GPU: the check would run for real")
     proc = subprocess.run(["bash", str(ROOT / "docs" / "gpu_check.sh")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, env={**os.environ, "PYTHON": sys.executable})  # this interpreter, not python3
     assert proc.returncode == cli.EXIT_FAILED
     assert proc.stdout == "" and proc.stderr.count("\n") == 1 and "no CUDA GPU or Apple MPS" in proc.stderr
 

@@ -1,15 +1,17 @@
 """Data parallel training: gradient accumulation, batch arithmetic, and two CPU ranks under torchrun (gloo)."""
 
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from extras import cli
 from extras import metrics
 import train
-from conftest import ROOT, TINY_FLAGS, read_metrics, run_train
+from conftest import ROOT, TINY_FLAGS, kill_tree, needs, read_metrics, run_train, wait_for_checkpoint
 
 # Two ranks (or micro-steps) add up gradients in another order than one pass over the batch does, and float addition
 # is not associative, so exact equality is not promised. Seen here: equal to all 6 digits metrics.csv keeps. A step
@@ -50,14 +52,21 @@ def test_batch_arithmetic_must_divide(batch_size, accum, world, ok):
             train.validate(cfg, model_cfg, world)
 
 
+TORCHRUN_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _torchrun_command(nproc, *args):
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            str(ROOT / "train.py"), *args]
+
+
 def _torchrun(nproc, *args, timeout=300):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(ROOT / "train.py"), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(_torchrun_command(nproc, *args), cwd=ROOT, env=TORCHRUN_ENV, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.mark.slow
+@needs("matplotlib")  # rank 0 alone writes loss.png
 def test_two_cpu_ranks_under_torchrun_match_one_process(small_text, tmp_path):
     # One process, batch 8 in one go; two gloo ranks, each 2 micro-steps of 2 sequences (with no_sync) = batch 8.
     assert run_train(small_text, tmp_path / "one", *FLAGS) == 0
@@ -89,3 +98,37 @@ def test_torchrun_rejects_a_batch_that_does_not_split_with_one_line(small_text, 
     assert errors == ["error: --batch_size 9 does not split evenly over 2 rank(s) x 1 micro-step(s); use a multiple "
                       "of 2, e.g. --batch_size 10"]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_signal_to_torchrun_saves_last_pt_on_both_ranks_and_resumes(small_text, tmp_path, sig):
+    # torchrun passes SIGTERM (a cluster's preemption) and SIGINT (Ctrl-C) on to its ranks; they agree on the step to
+    # stop at. A constant learning rate, so the stopped run (max_iters far away) and a whole one take the same steps.
+    flags = [*TINY_FLAGS, "--data", str(small_text), "--eval_interval", "4", "--batch_size", "8",
+             "--learning_rate", "3e-3", "--min_lr", "3e-3", "--warmup_iters", "0"]
+    out_dir, log = tmp_path / "stopped", tmp_path / "stopped.log"
+    with open(log, "w", encoding="utf-8") as err:  # a file, not a pipe: nothing has to read it while it runs
+        proc = subprocess.Popen(_torchrun_command(2, *flags, "--out_dir", str(out_dir), "--max_iters", "100000"),
+                                cwd=ROOT, env=TORCHRUN_ENV, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        seen = wait_for_checkpoint(out_dir / "last.pt", 4, proc)
+        proc.send_signal(sig)
+        proc.wait(timeout=300)
+    finally:
+        kill_tree(proc.pid)  # only if a failed assertion left the launcher or a rank running
+        proc.wait(timeout=60)
+    err = log.read_text(encoding="utf-8")
+    assert proc.returncode != 0  # torchrun's own code for "stopped by a signal"
+    saved = torch.load(out_dir / "last.pt", weights_only=True)["step"]
+    assert saved > seen, err[-3000:]  # the step in flight finished on both ranks and was saved
+    assert (f"error: interrupted ({sig.name}) at step {saved}; saved {out_dir / 'last.pt'}. Continue with: torchrun "
+            f"--standalone --nproc_per_node=2 train.py --resume --out_dir {out_dir}") in err, err[-3000:]
+    assert f'File "{ROOT / "train.py"}"' not in err  # no rank ended in a traceback (torchrun itself prints one)
+    max_iters = (saved // 4 + 2) * 4  # two evaluations past the stop
+    resumed = _torchrun(2, *flags, "--out_dir", str(out_dir), "--resume", "--max_iters", str(max_iters))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming {out_dir / 'last.pt'} at step {saved}" in resumed.stdout
+    assert run_train(small_text, tmp_path / "whole", *flags, "--max_iters", str(max_iters)) == 0
+    assert [s for s, _, _ in _losses(out_dir)] == list(range(0, max_iters + 1, 4))
+    assert _close(_losses(tmp_path / "whole"), _losses(out_dir))

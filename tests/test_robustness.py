@@ -1,12 +1,18 @@
-"""Runs you can trust: crash-safe checkpoints, exact resume after kill -9 or Ctrl-C, early stopping, the loss plot,
-refusing unsafe or broken checkpoints, and a matrix of bad input that must fail cleanly without harming saved files."""
+"""Runs you can trust: crash-safe checkpoints, a full disk that loses nothing, exact resume after kill -9, Ctrl-C or
+SIGTERM, early stopping, the loss plot, refusing unsafe or broken checkpoints, and a matrix of bad input that must
+fail cleanly without harming saved files."""
 
+import builtins
+import csv
+import errno
+import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +20,7 @@ import torch
 from extras import cli
 import generate
 import train
-from conftest import ROOT, TINY_FLAGS, read_metrics, run_train
+from conftest import ROOT, TINY_FLAGS, needs, read_metrics, run_train, wait_for_checkpoint
 
 
 def snapshot(folder):
@@ -70,29 +76,19 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(saved_run, monkeyp
     assert not list(out_dir.glob("*.tmp"))
 
 
-RUN_FLAGS = ["--max_iters", "300", "--eval_interval", "50"]
+# A constant learning rate (min_lr = learning_rate: no decay that depends on max_iters), so a run stopped on its way
+# to 100000 steps and resumed with --max_iters N takes the same steps as a run of N steps that was never stopped:
+# where it stops depends on the machine's speed, what it computes does not.
+RUN_FLAGS = ["--eval_interval", "50", "--learning_rate", "1e-3", "--min_lr", "1e-3"]
 
 
-def _subprocess_train(data, out_dir, *extra):
-    # -u: unbuffered output, as a user would see it; 300 steps take a few seconds, long enough to stop midway.
-    return subprocess.Popen([sys.executable, "-u", "train.py", "--data", str(data), "--out_dir", str(out_dir),
-                             *TINY_FLAGS, *RUN_FLAGS, *extra],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_eval(out_dir, proc, step, timeout=240):
-    """Block until metrics.csv has a row at or past step (the process is then mid-run)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "training finished before it could be stopped; make the run longer"
-        if (out_dir / "metrics.csv").exists():
-            rows = (out_dir / "metrics.csv").read_text(encoding="utf-8").splitlines()[1:]
-            last = out_dir / "last.pt"  # written just after the metrics row: wait for it too
-            if (rows and int(rows[-1].split(",")[0]) >= step and last.exists()
-                    and last.stat().st_mtime_ns >= (out_dir / "metrics.csv").stat().st_mtime_ns):
-                return
-        time.sleep(0.02)
-    raise AssertionError("no evaluation in time")
+def _subprocess_train(data, out_dir, log, *extra):
+    """train.py in a fresh interpreter, as a user runs it (-u: unbuffered); stderr to the file log, so a long run
+    never fills a pipe that nobody reads."""
+    with open(log, "w", encoding="utf-8") as err:
+        return subprocess.Popen([sys.executable, "-u", "train.py", "--data", str(data), "--out_dir", str(out_dir),
+                                 *TINY_FLAGS, *RUN_FLAGS, *extra],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
 
 
 def _losses(rows):
@@ -101,33 +97,166 @@ def _losses(rows):
 
 @pytest.fixture(scope="module")
 def uninterrupted(_saved_run_template):
-    """The per-evaluation losses of the whole run, never stopped."""
-    out_dir = _saved_run_template / "uninterrupted"
-    assert run_train(_saved_run_template / "text.txt", out_dir, *RUN_FLAGS) == 0
-    return _losses(read_metrics(out_dir))
+    """losses(max_iters): the per-evaluation losses of a run of max_iters steps never stopped (each run once)."""
+    runs = {}
+
+    def losses(max_iters):
+        if max_iters not in runs:
+            out_dir = _saved_run_template / f"uninterrupted-{max_iters}"
+            assert run_train(_saved_run_template / "text.txt", out_dir, *RUN_FLAGS, "--max_iters", str(max_iters)) == 0
+            runs[max_iters] = _losses(read_metrics(out_dir))
+        return runs[max_iters]
+
+    return losses
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["kill-9", "ctrl-c", "sigterm"])
 def test_a_stopped_subprocess_resumes_to_the_same_losses(saved_run, uninterrupted, tmp_path, sig):
     _, data = saved_run
-    out_dir = tmp_path / "stopped"
-    proc = _subprocess_train(data, out_dir)
-    _wait_for_eval(out_dir, proc, 100)
-    time.sleep(0.2)  # land somewhere between evaluations
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
-    if sig == signal.SIGINT:
-        assert proc.returncode == cli.EXIT_INTERRUPTED
-        assert "python train.py --resume" in err
-    else:
+    out_dir, log = tmp_path / "stopped", tmp_path / "stopped.log"
+    proc = _subprocess_train(data, out_dir, log, "--max_iters", "100000")
+    try:
+        seen = wait_for_checkpoint(out_dir / "last.pt", 100, proc)  # the run is past step 100, far from its end
+        proc.send_signal(sig)
+        proc.wait(timeout=300)
+    finally:
+        proc.kill()  # only if a failed assertion left it running
+    err = log.read_text(encoding="utf-8")
+    saved = torch.load(out_dir / "last.pt", weights_only=True)["step"]
+    if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
-    saved = torch.load(out_dir / "last.pt", weights_only=True)
-    assert 100 <= saved["step"] < 300
-    proc = _subprocess_train(data, out_dir, "--resume")
-    _, err = proc.communicate(timeout=240)
-    assert proc.returncode == 0, err
-    assert _losses(read_metrics(out_dir)) == uninterrupted
+        assert saved >= seen
+    else:  # Ctrl-C and SIGTERM: the step in flight finishes and is saved, with the shell's code for the signal
+        assert proc.returncode == {signal.SIGINT: cli.EXIT_INTERRUPTED, signal.SIGTERM: 128 + signal.SIGTERM}[sig], err
+        assert (f"interrupted ({sig.name}) at step {saved}; saved {out_dir / 'last.pt'}. Continue with: python "
+                f"train.py --resume --out_dir {out_dir}") in err
+        assert saved > seen
+    # Resumed to a few evaluations past the stop, it must match a run to the same step that was never stopped.
+    max_iters = max(300, (saved // 50 + 2) * 50)
+    proc = _subprocess_train(data, out_dir, log, "--resume", "--max_iters", str(max_iters))
+    assert proc.wait(timeout=600) == 0, log.read_text(encoding="utf-8")[-3000:]
+    assert _losses(read_metrics(out_dir)) == uninterrupted(max_iters)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a full disk: one line naming the file, exit 1, every checkpoint still loadable, no temporary file left
+
+
+class _FillingDisk:
+    """A file on a disk with `room` bytes left: writes go through until it is full, then the one that does not
+    fit puts down what fits and fails as the OS does (ENOSPC)."""
+
+    def __init__(self, f, room):
+        self._f, self._room = f, room
+
+    def write(self, data):
+        if len(data) > self._room:
+            self._f.write(data[: self._room])
+            self._room = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= len(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name):  # everything else (flush, fileno, close, name) is the real file's
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+def fill_the_disk(monkeypatch, name, nth=1, room=0):
+    """From the nth time a file called name (or its temporary name.PID.tmp) is opened to be written, it lies on a
+    disk with room bytes left."""
+    real_open, opened = builtins.open, []
+
+    def open_on_a_filling_disk(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        if (isinstance(file, (str, os.PathLike)) and set(mode) & set("wax")
+                and re.sub(r"\.\d+\.tmp$", "", Path(file).name) == name):
+            opened.append(file)
+            if len(opened) >= nth:
+                return _FillingDisk(f, room)
+        return f
+
+    monkeypatch.setattr(builtins, "open", open_on_a_filling_disk)
+
+
+def test_torch_saves_failure_on_a_full_disk_becomes_an_oserror_naming_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    torch.save({"step": 1}, path)
+    before = path.read_bytes()
+    fill_the_disk(monkeypatch, "last.pt", room=2000)  # fails partway: torch.save raises "unexpected pos"
+    with pytest.raises(OSError) as e:
+        train.save_checkpoint(path, {"model": {"w": torch.zeros(10_000)}, "step": 2})
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
+    assert isinstance(e.value.__cause__, RuntimeError)  # what torch.save raised, kept for a traceback
+    assert path.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
+
+
+# The saved run (4 steps) resumed to step 8: evaluations at 6 and 8 each append metrics.csv and write best.pt (val
+# improves this early), last.pt and loss.png, in that order; train_log.csv is appended just before; both CSVs are
+# first rewritten at the start (the rows up to last.pt's step).
+DISK_FULL_FLAGS = ["--max_iters", "8", "--eval_interval", "2", "--resume"]
+DISK_FULL_CASES = [  # (file, which of its writes fails, bytes that still fit)
+    ("best.pt", 1, 2000), ("last.pt", 1, 2000), ("metrics.csv", 1, 10), ("metrics.csv", 2, 10),
+    ("train_log.csv", 1, 10), ("train_log.csv", 2, 10), pytest.param("loss.png", 1, 2000, marks=needs("matplotlib"))]
+
+
+@pytest.fixture(scope="module")
+def resumed_with_room(_saved_run_template, tmp_path_factory):
+    """The losses of the saved run resumed on a disk with room: what a run stopped by a full disk must end with."""
+    out_dir = tmp_path_factory.mktemp("room") / "run"
+    shutil.copytree(_saved_run_template / "run", out_dir)
+    assert run_train(_saved_run_template / "text.txt", out_dir, *DISK_FULL_FLAGS) == 0
+    return _losses(read_metrics(out_dir))
+
+
+def _whole_rows(path):
+    """Every row of a CSV has every column, and the file ends at a row's end: no half row."""
+    text = path.read_bytes().decode("utf-8")  # as written: csv ends its rows with \r\n
+    rows = list(csv.reader(text.splitlines()))
+    return text.endswith("\r\n") and all(len(row) == len(rows[0]) for row in rows)
+
+
+@pytest.mark.parametrize("name, nth, room", DISK_FULL_CASES)
+def test_a_full_disk_stops_the_run_with_one_line_and_loses_nothing(saved_run, resumed_with_room, monkeypatch,
+                                                                    capsys, name, nth, room):
+    out_dir, data = saved_run
+    before = snapshot(out_dir)
+    fill_the_disk(monkeypatch, name, nth, room)
+    capsys.readouterr()
+    code = run_train(data, out_dir, *DISK_FULL_FLAGS)
+    err = one_line_error(capsys)
+    assert code == cli.EXIT_FAILED
+    assert err.startswith(f"error: could not write {out_dir / name} (No space left on device): free some space")
+    assert f"then continue with: python train.py --resume --out_dir {out_dir}" in err
+    assert not list(out_dir.rglob("*.tmp"))
+    after = snapshot(out_dir)
+    # The file that failed is as it was; so is every checkpoint save_evaluation had not reached yet. One written
+    # before the failure holds the evaluation at step 6, whole.
+    assert after[Path(name)] == before[Path(name)]
+    written_before = {"last.pt": ["best.pt"], "loss.png": ["best.pt", "last.pt"]}.get(name, [])
+    for checkpoint in ("best.pt", "last.pt"):
+        step = torch.load(out_dir / checkpoint, weights_only=True)["step"]  # loadable
+        assert after[Path(checkpoint)] == before[Path(checkpoint)] or (checkpoint in written_before and step == 6)
+    assert _whole_rows(out_dir / "metrics.csv") and _whole_rows(out_dir / "train_log.csv")
+    # With room again, --resume carries on as if the disk had never filled.
+    monkeypatch.undo()
+    assert run_train(data, out_dir, *DISK_FULL_FLAGS) == 0
+    assert _losses(read_metrics(out_dir)) == resumed_with_room
+
+
+def test_a_full_disk_before_the_first_checkpoint_says_to_run_again(small_text, tmp_path, monkeypatch, capsys):
+    fill_the_disk(monkeypatch, "best.pt", room=2000)  # the evaluation at step 0
+    assert run_train(small_text, tmp_path, "--max_iters", "4") == cli.EXIT_FAILED
+    err = one_line_error(capsys)
+    assert f"could not write {tmp_path / 'best.pt'} (No space left on device)" in err
+    assert "then run the same command again" in err and "--resume" not in err  # there is nothing to resume yet
+    assert not (tmp_path / "best.pt").exists() and not list(tmp_path.rglob("*.tmp"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -178,6 +307,7 @@ def test_out_of_memory_names_the_flags_to_lower(small_text, tmp_path, monkeypatc
 # the loss plot
 
 
+@needs("matplotlib")
 def test_loss_png_is_redrawn_at_every_evaluation(small_text, tmp_path, monkeypatch):
     drawn = []
     real_plot = train.plot_metrics

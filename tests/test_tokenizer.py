@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, needs, require
 from extras.bpe import BPETokenizer
 from extras.tokenizer import (CharTokenizer, StreamDecoder, tokenizer_from_checkpoint, tokenizer_from_dict,
                        tokenizer_to_dict)
@@ -108,6 +108,7 @@ SAMPLE = ("To be, or not to be: that is the question.\n"
 
 @pytest.fixture(scope="module")
 def bpe() -> BPETokenizer:
+    require("tokenizers")
     return BPETokenizer.train([SAMPLE * 20], vocab_size=320)
 
 
@@ -151,6 +152,7 @@ def test_bpe_vocab_size_is_respected(bpe):
         BPETokenizer.train([SAMPLE], vocab_size=255)
 
 
+@needs("tokenizers")
 def test_bpe_rejects_what_is_not_a_tokenizer():
     with pytest.raises(ValueError, match="not a valid tokenizer JSON"):
         BPETokenizer("{not json")

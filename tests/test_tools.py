@@ -14,7 +14,7 @@ from extras import cli
 import evaluate
 from conftest import ROOT, read_metrics, run_train
 from model import GPT, PRESETS
-from extras.precision import make_precision
+from extras.precision import cpu_class, make_precision, pick_muon_dtype
 from extras.modern import RECIPES
 
 
@@ -34,6 +34,8 @@ def test_bench_quick_prints_training_and_generation_tables(tmp_path, capsys):
     assert speedup_fast == pytest.approx(shift_fast / recompute, rel=0.1)
     # The device bench.py picks by itself (--device auto): a CPU here, a GPU or a Mac elsewhere.
     assert "torch" in table and f"Device: {make_precision('auto').device}" in table
+    if make_precision("auto").device.type == "cpu":  # the CPU's class: its vector instructions, bfloat16 or not
+        assert cpu_class() in table.splitlines()[0]
 
 
 def test_bench_times_each_recipe_as_train_py_builds_it(tmp_path, capsys):
@@ -47,9 +49,21 @@ def test_bench_times_each_recipe_as_train_py_builds_it(tmp_path, capsys):
     modern_params = GPT(replace(PRESETS["tiny"], vocab_size=65, block_size=32, **pieces)).num_params()
     assert int(rows[1][2].replace(",", "")) == modern_params != int(rows[0][2].replace(",", ""))  # RoPE: no position table
     assert float(rows[1][3].replace(",", "")) > 0
+    dtype, why = pick_muon_dtype(make_precision("auto").device)  # the table says how Muon orthogonalised
+    assert f"Muon's Newton-Schulz in {str(dtype).removeprefix('torch.')} ({why})" in out.read_text(encoding="utf-8")
     capsys.readouterr()
     assert bench.main(["--quick", "--recipes", "gpt2,llama", "--out", str(out)]) == cli.EXIT_USAGE
     assert "llama" in capsys.readouterr().err
+
+
+def test_bench_matmul_times_float32_against_bfloat16(tmp_path):
+    out = tmp_path / "bench.md"
+    assert bench.main(["--matmul", "--repeats", "1", "--device", "cpu", "--out", str(out)]) == 0
+    table = out.read_text(encoding="utf-8")
+    assert cpu_class() in table.splitlines()[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("| 384 |")]
+    [[_, f32, bf16, ratio]] = rows
+    assert min(float(f32.replace(",", "")), float(bf16.replace(",", ""))) > 0 and ratio.endswith("x")
 
 
 def test_bench_reports_time_to_a_target_loss(small_text, tmp_path, capsys):
