@@ -4,6 +4,7 @@ generate.py) import what they need from here, and a learner opens a module only 
     modern.py       the 2026 pieces: RoPE, RMSNorm, SwiGLU / ReLU², QK-norm, grouped-query attention, Muon, RECIPES
     engine.py       fast generation: KV cache, shift / slide windows, batched samples, half-width weights
     inside.py       looking inside a model: attention maps, next-token distributions (for visualize.py)
+    page.py         the data of visualize.py's interactive page; page.html is its template
     tokenizer.py    CharTokenizer (stoi / itos), saving tokenizers in checkpoints, streamed decoding
     bpe.py          byte-level BPE (--tokenizer bpe)
     dataset.py      the token cache: any size of text encoded once, read back as a memory map
