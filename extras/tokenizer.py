@@ -6,7 +6,6 @@ rebuild it from the checkpoint. Both kinds save as plain strings (tokenizer_to_d
 loads with torch.load(weights_only=True).
 """
 
-import json
 from collections.abc import Iterable
 
 import numpy as np
