@@ -32,7 +32,7 @@ import torch
 
 from extras.checkpoint import load_checkpoint, model_from_checkpoint
 from extras.cli import CLIError, FlagParser, run_cli
-from extras.dataset import write_atomically
+from extras.files import write_atomically
 from extras.metrics import plot_metrics, read_metrics
 from extras.inside import attention_maps, next_token_probs
 from extras.page import page_data, render_page

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from extras.cli import CLIError
-from extras.dataset import write_atomically
+from extras.files import write_atomically
 from extras.distributed import Ranks
 from extras.tokenizer import tokenizer_to_dict
 from model import GPT, GPTConfig

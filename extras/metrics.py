@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from extras.dataset import write_atomically
+from extras.files import write_atomically
 from extras.distributed import Ranks, all_reduce_sum
 
 METRICS_COLUMNS = ["step", "train_loss", "val_loss", "val_bpc", "lr", "tokens_per_s", "elapsed_s"]
