@@ -1,26 +1,30 @@
-"""Draw pictures of what a trained model learned: where it attends, what it would say next, how it sees its tokens.
+"""Draw pictures of what a trained model learned: where it attends, what it would say next, how it sees its
+tokens; and write one page that runs the model itself in the browser.
 
     python visualize.py                                  # out/best.pt, into out/pictures
     python visualize.py --prompt "JULIET: O Romeo, Romeo" --checkpoint out/last.pt --out_dir out/pictures
 
 Writes into --out_dir:
-    attention.png    every layer's and head's attention over the prompt: query tokens down, key tokens across; the
-                     empty upper triangle is the causal mask (no token sees the ones after it)
+    attention.png    every layer's and head's attention over the prompt: query tokens down, key tokens across;
+                     the empty upper triangle is the causal mask (no token sees the ones after it)
     next_token.png   the next-token distribution after the prompt, raw and as temperature and top-k reshape it
-                     (what generate.py --temperature / --top_k draw from), the same tokens in the same order in each panel
+                     (what generate.py --temperature / --top_k draw from), the same tokens in the same order in
+                     each panel
     embeddings.png   the token embedding matrix projected onto its two main directions (PCA), each token labelled
     loss.png         the run's loss curves, when the checkpoint's folder holds the run's metrics.csv
-    index.html       all of it on one interactive page, made from the same numbers (extras/page.py fills in the
-                     template extras/page.html): the prompt's tokens, where the parameters live, attention you can
-                     move along the prompt, the loss, temperature and top-k sliders over the real next-token logits,
-                     and a sample you can step through. Self-contained: open it from disk, or in a notebook with
-                     IPython.display.HTML(filename="out/pictures/index.html")
+    index.html       one self-contained page that carries the model's weights and runs its forward pass in plain
+                     JavaScript (extras/page.py fills in the template extras/page.html with extras/page_model.js
+                     and extras/page_tokenizer.js): type any text and see its tokens, attention for every layer
+                     and head, what each layer would predict, the next-token distribution under temperature
+                     and top-k, and a writer that samples new text token by token with a seed; beside it
+                     generate.py's own sample, the parameters and the loss. Open it from disk, or in a notebook
+                     with IPython.display.HTML(filename="out/pictures/index.html")
 
 The numbers behind each picture come from small functions (attention_for, distributions, embedding_pca, and
-extras/page.py's page_data) that the tests check; the draw_* functions and the page only turn them into figures.
---temperature, --top_k, --seed and --max_new_tokens are generate.py's: the page's sample is what it prints with them.
+extras/page.py's page_data) that the tests check; the draw_* functions only turn them into figures.
+--temperature, --top_k, --seed and --max_new_tokens are generate.py's: the page's reference sample is what
+generate.py prints with them, and its writer starts from them. --weights says how the page stores the weights.
 """
-
 import argparse
 import functools
 import importlib.util
@@ -35,7 +39,7 @@ from extras.cli import CLIError, FlagParser, run_cli
 from extras.files import write_atomically
 from extras.metrics import plot_metrics, read_metrics
 from extras.inside import attention_maps, next_token_probs
-from extras.page import page_data, render_page
+from extras.page import WEIGHT_FORMATS, page_data, render_page
 from model import GPT
 from extras.precision import pick_device
 from extras.tokenizer import tokenizer_from_checkpoint
@@ -55,21 +59,30 @@ TOKEN_CLASSES = ["vowel", "consonant", "capital", "digit", "other"]  # embedding
 
 def build_parser() -> FlagParser:
     """The command line of visualize.py."""
-    parser = FlagParser(description="Draw attention maps, next-token distributions and token embeddings of a checkpoint.",
+    parser = FlagParser(description="Draw attention maps, next-token distributions and token embeddings of a "
+                                    "checkpoint, and write a page that runs the model in the browser.",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", default="out/best.pt", help="checkpoint written by train.py")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT,
-                        help=f"text to look at; every character must be in the model's vocabulary, and it must fit in "
-                             f"the model's context (attention.png shows its first {ATTENTION_TOKENS} tokens)")
+                        help=f"text to look at; every character must be in the model's vocabulary, and it must "
+                             f"fit in the model's context (attention.png shows its first {ATTENTION_TOKENS} "
+                             "tokens); the page starts from it, and you can type another there")
     parser.add_argument("--out_dir", default="out/pictures",
                         help="folder the PNGs and index.html are written to (created if missing)")
     # The page's sample and the starting place of its sliders: generate.py's flags, with generate.py's defaults.
-    parser.add_argument("--temperature", type=float, default=0.8, help="the page's sampling temperature (0 is greedy)")
-    parser.add_argument("--top_k", type=int, default=40, help="the page's top-k (clamped to the vocabulary size)")
+    parser.add_argument("--temperature", type=float, default=0.8,
+                        help="the page's sampling temperature (0 is greedy)")
+    parser.add_argument("--top_k", type=int, default=40,
+                        help="the page's top-k (clamped to the vocabulary size)")
     parser.add_argument("--seed", type=int, default=1337, help="seed of the page's sample, as generate.py --seed")
     parser.add_argument("--max_new_tokens", type=int, default=200,
                         help="tokens the page's sample writes after the prompt")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto picks cuda, then mps, then cpu")
+    parser.add_argument("--weights", default="auto", choices=WEIGHT_FORMATS,
+                        help="how index.html stores the weights: float32 (exact), float16 (half the size), int8 "
+                             "(a quarter: 8-bit integers, one float32 scale per row); auto: float32 up to 1M "
+                             "parameters, float16 above")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="auto picks cuda, then mps, then cpu")
     return parser
 
 
@@ -300,21 +313,23 @@ def visualize(args: argparse.Namespace) -> int:
     model = model_from_checkpoint(checkpoint, device)
     labels = token_labels(tokenizer)
     idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
-    shown = idx[:, :ATTENTION_TOKENS]  # the first tokens: their weights are exactly those in the whole prompt (causal)
+    shown = idx[:, :ATTENTION_TOKENS]  # the first tokens: their weights are those in the whole prompt (causal)
     maps = attention_for(model, shown)  # (n_layer, nh, t, t)
     probs = distributions(model, idx, SAMPLING_SETTINGS)  # (settings, V)
     points, explained = embedding_pca(model)  # (V, 2), (2,)
     model.float()  # train.py saves float32 weights; the page's sample is generate.py --dtype float32's
-    page = render_page(page_data(
+    data, weights = page_data(
         model, tokenizer, ids, labels, title=f"{checkpoint_path.parent.name}/{checkpoint_path.name}",
         step=checkpoint["step"], train_config=train_config, metrics_path=metrics_path if has_metrics else None,
-        attention_tokens=ATTENTION_TOKENS, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
-        max_new_tokens=args.max_new_tokens))
+        temperature=args.temperature, top_k=args.top_k, seed=args.seed, max_new_tokens=args.max_new_tokens,
+        weights=args.weights)
+    page = render_page(data, weights)
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise CLIError(f"cannot create --out_dir {out_dir} ({e.strerror}); pass a folder you can write to") from None
+        raise CLIError(f"cannot create --out_dir {out_dir} ({e.strerror}); pass a folder you can write to"
+                       ) from None
     c, prompt_end = model.config, ("…" if len(args.prompt) > 24 else "") + visible(args.prompt[-24:])
     prompt_labels = [labels[i] for i in ids[:ATTENTION_TOKENS]]
     part = (f"the first {len(prompt_labels)} of the prompt's {len(ids)} tokens" if len(ids) > ATTENTION_TOKENS
@@ -326,25 +341,29 @@ def visualize(args: argparse.Namespace) -> int:
     distances = ", ".join(["the token itself", *map(str, range(1, by_distance.size(-1)))][:by_distance.size(-1)])
     for layer, heads in enumerate(by_distance):
         for head, weights in enumerate(heads):
-            # The key with the most weight, averaged over the queries after the first (which can only read itself).
+            # The key with the most weight, averaged over the queries after the first (which can only read
+            # itself).
             most_read = int(maps[layer, head, min(1, maps.size(-1) - 1):].mean(0).argmax())
             print(f"  layer {layer} head {head}: mean weight on {distances}"
-                  + (" back" if by_distance.size(-1) > 1 else "") + ": " + ", ".join(f"{w:.0%}" for w in weights.tolist())
+                  + (" back" if by_distance.size(-1) > 1 else "") + ": "
+                  + ", ".join(f"{w:.0%}" for w in weights.tolist())
                   + f"; most read: {visible(prompt_labels[most_read])!r}")
     draw_next_token(probs, SAMPLING_SETTINGS, labels, out_dir / "next_token.png",
                     f"Next token after \"{prompt_end}\": raw, then reshaped by temperature and top-k")
     print(f"wrote {out_dir / 'next_token.png'}: the {min(TOP_TOKENS, c.vocab_size)} likeliest next tokens under "
           f"{len(SAMPLING_SETTINGS)} sampling settings")
     draw_embeddings(points, explained, labels, out_dir / "embeddings.png",
-                    f"Token embeddings ({c.vocab_size} tokens x {c.n_embd} dimensions) on their two main directions")
+                    f"Token embeddings ({c.vocab_size} tokens x {c.n_embd} dimensions) on their two main "
+                    "directions")
     print(f"wrote {out_dir / 'embeddings.png'}: {c.vocab_size} token embeddings by PCA "
           f"({explained.sum():.0%} of the variance shown)")
     if has_metrics:
         plot_metrics(metrics_path, out_dir / "loss.png", train_config["batch_size"] * block_size)
         print(f"wrote {out_dir / 'loss.png'}: the run's losses from {metrics_path}")
     write_atomically(out_dir / "index.html", lambda f: f.write(page.encode("utf-8")))
-    print(f"wrote {out_dir / 'index.html'}: the interactive page ({len(page.encode('utf-8')) / 1024:,.0f} KiB, "
-          f"self-contained; open it in a browser)")
+    size = len(page.encode("utf-8"))
+    print(f"wrote {out_dir / 'index.html'}: the page that runs the model ({size / 2**20:,.1f} MiB, weights as "
+          f"{data['weights']['format']}; self-contained: open it in a browser)")
     return 0
 
 

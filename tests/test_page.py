@@ -1,62 +1,104 @@
-"""index.html, visualize.py's interactive page (extras/page.py): the numbers it holds are the model's, its
-sample is generate.py's, it fetches nothing, and it stays small. tests/test_browser.py opens it in a browser.
+"""index.html, visualize.py's page (extras/page.py): the weights it stores are the model's (float32 exactly,
+float16 and int8 as stored_weights says), its reference sample is generate.py's, it fetches nothing, and it
+stays within its size targets. tests/test_browser.py runs it in a browser against PyTorch.
 
-Two tiny trained runs cover both tokenizers and both recipes: a char GPT-2 and a BPE model with --recipe
-modern (RoPE, ReLU², Muon). Session-scoped, so tests/test_browser.py reuses them.
+The runs here are built directly, not trained: a GPT with its weights drawn at random and spread out (so the
+norms, biases and attention are far from their initial values), saved as train.py saves one, with a made-up
+metrics.csv beside it. Session-scoped, so tests/test_browser.py reuses them.
 """
 
 import re
 from dataclasses import asdict
 
+import numpy as np
 import pytest
 import torch
 
 import generate
 import visualize
-from conftest import require, run_train
+from conftest import require
 from extras.checkpoint import load_checkpoint, model_from_checkpoint
 from extras.engine import generate_tokens
-from extras.inside import attention_maps
-from extras.metrics import read_metrics
-from extras.page import DATA_MARK, MAX_LOG_POINTS, TEMPLATE, loss_history, page_data, read_page_data, render_page
-from extras.tokenizer import CharTokenizer, tokenizer_from_checkpoint
-from model import GPT, PRESETS, GPTConfig, next_token_candidates
+from extras.page import (DATA_MARK, MAX_LOG_POINTS, SCRIPTS, TEMPLATE, WEIGHTS_MARK, loss_history,
+                         model_with_stored_weights, page_data, read_page_data, read_page_weights, render_page,
+                         stored_weights)
+from extras.tokenizer import CharTokenizer, tokenizer_from_checkpoint, tokenizer_to_dict
+from model import GPT, PRESETS, GPTConfig
 
 TEXT = "\n".join(["To be, or not to be: that is the question.", "All the world's a stage,",
                   "And all the men and women merely players;", "Now is the winter of our discontent!"] * 100) + "\n"
+MULTIBYTE = "Ωμέγα café naïve 日本語 😀👍🏽\n"  # 2-, 3- and 4-byte characters, an emoji with a skin tone
 PROMPT = "To be, or not"
 SAMPLING = ["--temperature", "0.9", "--top_k", "12", "--seed", "7", "--max_new_tokens", "40"]  # not defaults
 SHAKESPEARE_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # its 65
+# A run's evaluations (step, train loss, val loss): val is best at step 10, then turns upward.
+EVALS = [(0, 4.2, 4.2), (5, 3.1, 3.2), (10, 2.5, 2.6), (15, 2.2, 2.7), (20, 2.0, 2.8)]
 
 
-def make_page(run, out_dir, *flags):
-    """visualize.py on run/best.pt into out_dir with PROMPT and SAMPLING (or flags): the page's HTML."""
-    assert visualize.main(["--checkpoint", str(run / "best.pt"), "--prompt", PROMPT, "--out_dir", str(out_dir),
+def spread_model(config: GPTConfig, seed: int) -> GPT:
+    """A GPT with config whose weights are random at the scale of a trained model's: matrices of unit gain
+    (std 1.5 / sqrt(fan_in)), norm gains around 1 and biases around 0, each different."""
+    torch.manual_seed(seed)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.3 * torch.randn_like(p))
+            else:
+                p.normal_(0.0, 1.5 / p.size(1) ** 0.5)
+    return model
+
+
+def save_run(folder, config: GPTConfig, tok, seed: int = 0, train_config: dict | None = None, evals=()):
+    """Save spread_model(config) with tok as train.py saves best.pt in folder, and with evals a metrics.csv
+    and a train_log.csv (a loss every 2nd step) beside it. Returns the checkpoint's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = spread_model(config, seed)
+    checkpoint = {"model": model.state_dict(), "model_config": asdict(config), "step": 20,
+                  "tokenizer": tokenizer_to_dict(tok)}
+    if train_config is not None:
+        checkpoint["train_config"] = train_config
+    torch.save(checkpoint, folder / "best.pt")
+    if evals:
+        (folder / "metrics.csv").write_text("step,train_loss,val_loss,val_bpc,lr,tokens_per_s,elapsed_s\n" + "".join(
+            f"{s},{t},{v},0,0.001,1000,{s}\n" for s, t, v in evals), encoding="utf-8")
+        (folder / "train_log.csv").write_text("step,lr,train_loss\n" + "".join(
+            f"{s},0.001,{'' if s % 2 else 4.0 - s / 10}\n" for s in range(1, evals[-1][0] + 1)), encoding="utf-8")
+    return folder / "best.pt"
+
+
+def make_page(checkpoint, out_dir, *flags, prompt=PROMPT):
+    """visualize.py on checkpoint into out_dir with the prompt and SAMPLING (or flags): the page's HTML."""
+    assert visualize.main(["--checkpoint", str(checkpoint), "--prompt", prompt, "--out_dir", str(out_dir),
                            "--device", "cpu", *(flags or SAMPLING)]) == 0
     return (out_dir / "index.html").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="session")
 def char_run(tmp_path_factory):
-    """A char GPT-2 trained 20 steps, evaluated every 5: its run folder and the page made from it."""
+    """A char GPT-2 with a made-up run's metrics: its run folder and the page made from it."""
     require("matplotlib")
     folder = tmp_path_factory.mktemp("page_char")
-    (folder / "text.txt").write_text(TEXT, encoding="utf-8")
-    assert run_train(folder / "text.txt", folder / "run", "--max_iters", "20", "--eval_interval", "5",
-                     "--log_interval", "2") == 0
-    return folder / "run", make_page(folder / "run", folder / "pictures")
+    config = GPTConfig(vocab_size=len(set(TEXT)), block_size=32, n_layer=2, n_head=2, n_embd=32)
+    checkpoint = save_run(folder / "run", config, CharTokenizer.from_text(TEXT), seed=1,
+                          train_config={"batch_size": 8, "recipe": "gpt2", "optimizer": "adamw"}, evals=EVALS)
+    return folder / "run", make_page(checkpoint, folder / "pictures")
 
 
 @pytest.fixture(scope="session")
 def bpe_modern_run(tmp_path_factory):
-    """A byte-level BPE model, modern recipe (RoPE, ReLU², Muon), trained 20 steps: its folder and page."""
+    """A byte-level BPE model with the modern recipe's pieces (RoPE, ReLU²): its folder and page."""
     require("tokenizers")
     require("matplotlib")
+    from extras.bpe import BPETokenizer
+
     folder = tmp_path_factory.mktemp("page_bpe")
-    (folder / "text.txt").write_text(TEXT + "Ωμέγα café 😀\n", encoding="utf-8")
-    assert run_train(folder / "text.txt", folder / "run", "--tokenizer", "bpe", "--vocab_size", "300", "--recipe",
-                     "modern", "--max_iters", "20", "--eval_interval", "10") == 0
-    return folder / "run", make_page(folder / "run", folder / "pictures")
+    tok = BPETokenizer.train([TEXT + MULTIBYTE], vocab_size=300)
+    config = GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32, position="rope",
+                       mlp="relu2")
+    checkpoint = save_run(folder / "run", config, tok, seed=2,
+                          train_config={"batch_size": 8, "recipe": "modern", "optimizer": "muon"}, evals=EVALS)
+    return folder / "run", make_page(checkpoint, folder / "pictures")
 
 
 @pytest.fixture(params=["char_run", "bpe_modern_run"])
@@ -68,30 +110,68 @@ def run(request):
     return folder, html, read_page_data(html), model, tok, torch.tensor([tok.encode(PROMPT).tolist()])
 
 
+def page_tensors(html: str) -> dict[str, np.ndarray]:
+    """Each tensor the page stores, read back from its bytes as its JavaScript reads them, as float32."""
+    data, blob = read_page_data(html), read_page_weights(html)
+    out = {}
+    for t in data["weights"]["tensors"]:
+        n = int(np.prod(t["shape"]))
+        if t["dtype"] == "float32":
+            w = np.frombuffer(blob, "<f4", n, t["offset"])
+        elif t["dtype"] == "float16":
+            w = np.frombuffer(blob, "<f2", n, t["offset"]).astype(np.float32)
+        else:
+            q = np.frombuffer(blob, np.int8, n, t["offset"]).reshape(t["shape"][0], -1)
+            w = q.astype(np.float32) * np.frombuffer(blob, "<f4", t["shape"][0], t["scales"])[:, None]
+        out[t["name"]] = w.reshape(t["shape"])
+    return out
+
+
 def test_the_runs_are_what_they_say(char_run, bpe_modern_run):
     char, bpe = (read_page_data(html) for _, html in (char_run, bpe_modern_run))
-    assert (char["tokenizer"], char["params"]["family"]) == ("char", "GPT-2")
+    assert (char["tokenizer"]["kind"], char["params"]["family"]) == ("char", "GPT-2")
     assert char["params"]["pieces"] == "learned, layernorm, gelu, tied head"
-    assert bpe["tokenizer"] == "bpe" and bpe["chars"] is None
+    assert bpe["tokenizer"]["kind"] == "bpe" and len(bpe["tokenizer"]["vocab"]) == 300
     assert (bpe["params"]["recipe"], bpe["params"]["optimizer"]) == ("modern", "muon")
     assert bpe["params"]["family"] == "with 2026 pieces: position rope, mlp relu2"
+    assert char["weights"]["format"] == bpe["weights"]["format"] == "float32"  # auto, for small models
 
 
-def test_attention_rows_sum_to_one_are_zero_above_the_diagonal_and_are_the_models(run):
-    _, _, data, model, _, idx = run
-    maps = torch.tensor(data["attention"])  # (n_layer, nh, T, T), rounded to 4 decimals
-    T = idx.size(1)
-    assert maps.shape == (model.config.n_layer, model.config.n_head, T, T)
-    assert (maps.triu(diagonal=1) == 0).all()  # no query reads a later key
-    torch.testing.assert_close(maps.sum(-1), torch.ones(maps.shape[:-1]), atol=T * 5e-5, rtol=0)
-    torch.testing.assert_close(maps, attention_maps(model, idx)[:, 0], atol=5e-5, rtol=0)
+def test_the_page_stores_every_weight_exactly_in_float32(run):
+    _, html, data, model, _, _ = run
+    tensors = page_tensors(html)
+    assert list(tensors) == [name for name, _ in model.named_parameters()]  # a tied matrix once
+    for name, p in model.named_parameters():
+        assert np.array_equal(tensors[name], p.detach().numpy()), name
+    assert data["weights"]["bytes"] == len(read_page_weights(html)) >= 4 * model.num_params()
 
 
-def test_logits_are_a_forward_pass_exactly(run):
-    _, _, data, model, _, idx = run
-    with torch.no_grad():
-        logits = model(idx)[0][0, -1]  # (V,) float32
-    assert torch.equal(torch.tensor(data["logits"], dtype=torch.float32), logits)  # float32 written exactly
+@pytest.mark.parametrize("fmt", ["float16", "int8"])
+def test_smaller_formats_store_what_stored_weights_says(char_run, tmp_path, fmt):
+    folder, _ = char_run
+    html = make_page(folder / "best.pt", tmp_path, *SAMPLING, "--weights", fmt)
+    model = model_from_checkpoint(load_checkpoint(folder / "best.pt"), torch.device("cpu"))
+    expected, tensors = stored_weights(model, fmt), page_tensors(html)
+    for name, p in model.named_parameters():
+        assert np.array_equal(tensors[name], expected[name].numpy()), name
+        error = (expected[name] - p.detach()).abs().max() / p.detach().abs().max()
+        assert error <= (1e-3 if fmt == "float16" else 1 / 254 + 1e-6)  # half of int8's step: 1/127 of the max
+        if p.dim() == 1:
+            assert torch.equal(expected[name], p.detach())  # biases and gains stay float32
+    sizes = {t["dtype"] for t in read_page_data(html)["weights"]["tensors"]}
+    assert sizes == {"float32", fmt}
+
+
+def test_the_reference_logits_are_pytorchs_on_the_stored_weights(char_run, tmp_path):
+    folder, html = char_run
+    model = model_from_checkpoint(load_checkpoint(folder / "best.pt"), torch.device("cpu"))
+    idx = torch.tensor([read_page_data(html)["prompt"]["ids"]])
+    for page, fmt in [(html, "float32"), (make_page(folder / "best.pt", tmp_path, "--weights", "int8"), "int8")]:
+        with torch.no_grad():
+            logits = model_with_stored_weights(model, fmt)(idx)[0][0, -1]  # (V,) float32
+        reference = read_page_data(page)["reference"]
+        assert reference["ids"] == idx[0].tolist()
+        assert torch.equal(torch.tensor(reference["logits"], dtype=torch.float32), logits)  # written exactly
 
 
 def test_the_sample_is_what_generate_py_prints_for_that_seed_and_settings(run, capsys):
@@ -99,33 +179,11 @@ def test_the_sample_is_what_generate_py_prints_for_that_seed_and_settings(run, c
     s = data["sampling"]
     assert (s["temperature"], s["top_k"], s["seed"], s["max_new_tokens"]) == (0.9, 12, 7, 40)
     ids = [int(t) for t in generate_tokens(model, idx, 40, 0.9, 12, torch.Generator().manual_seed(7))]
-    assert data["writer"]["ids"] == ids
+    assert data["writer"] == {"ids": ids, "text": tok.decode(ids)}
     capsys.readouterr()
     assert generate.main(["--checkpoint", str(folder / "best.pt"), "--prompt", PROMPT, "--device", "cpu",
                           "--dtype", "float32", *SAMPLING]) == 0
     assert capsys.readouterr().out == PROMPT + data["writer"]["text"] + "\n"
-    assert data["writer"]["text"] == tok.decode(ids)
-
-
-def test_each_writer_step_shows_the_distribution_its_token_was_drawn_from(run):
-    _, _, data, model, _, idx = run
-    replay = torch.Generator().manual_seed(7)
-    full = torch.tensor([idx[0].tolist() + data["writer"]["ids"]])
-    for i, step in enumerate(data["writer"]["steps"]):
-        assert step["u"] == round(float(torch.rand((1, 1), generator=replay)), 4)  # sample_next_token's draw
-        if idx.size(1) + i > model.config.block_size:
-            continue  # past the context the engine's window moves; until then a full forward pass agrees
-        with torch.no_grad():
-            logits = model(full[:, :idx.size(1) + i])[0][:, -1]  # (1, V)
-        probs, ids = next_token_candidates(logits, 0.9, 12)  # (1, 12), most likely first
-        p = torch.zeros(logits.size(-1)).scatter_(0, ids[0], probs[0])  # (V,): zero outside the 12 candidates
-        assert len(step["ids"]) == len(step["probs"]) == 10
-        # The page's 10 are the 10 likeliest (the KV cache's rounding may swap two within 1e-6 of each other).
-        torch.testing.assert_close(torch.tensor(step["probs"]), p[step["ids"]], atol=5e-5, rtol=0)
-        assert p[step["ids"]].min() >= probs[0, 9] - 1e-6
-        chosen = p[data["writer"]["ids"][i]]
-        assert step["p"] == pytest.approx(float(chosen), abs=1e-6)
-        assert (probs[0] > chosen + 1e-6).sum() <= step["rank"] <= (probs[0] > chosen - 1e-6).sum()
 
 
 def test_parameter_groups_add_up_to_num_params(run):
@@ -144,16 +202,23 @@ def test_parameter_groups_add_up_to_num_params(run):
     assert [g["kind"] for g in groups][0] == "embedding"
 
 
+def tiny_page(model: GPT, **settings) -> tuple[dict, bytes]:
+    """page_data for model with Tiny Shakespeare's characters, the default prompt and visualize.py's defaults."""
+    tok = CharTokenizer(SHAKESPEARE_CHARS)
+    return page_data(model.eval(), tok, tok.encode(visualize.DEFAULT_PROMPT).tolist(), visualize.token_labels(tok),
+                     title="t", step=0, train_config=None, metrics_path=None,
+                     **{"temperature": 0.8, "top_k": 40, "seed": 1337, "max_new_tokens": 200, **settings})
+
+
 def test_an_untied_head_is_a_group_of_its_own():
     model = GPT(GPTConfig(**{**asdict(PRESETS["tiny"]), "tie_weights": False}))
-    data = page_data(model.eval(), CharTokenizer(SHAKESPEARE_CHARS), [1, 2, 3], list(SHAKESPEARE_CHARS), title="t",
-                     step=0, train_config=None, metrics_path=None, attention_tokens=48, temperature=0.8, top_k=40,
-                     seed=1, max_new_tokens=2)
+    data, _ = tiny_page(model, max_new_tokens=2)
     groups = {g["name"]: g for g in data["params"]["groups"]}
     assert groups["output head"]["count"] == model.lm_head.weight.numel() and "token embedding" in groups
     assert sum(g["count"] for g in groups.values()) == model.num_params()
     assert data["params"]["groups"][-1]["name"] == "output head"  # last, as in the forward pass
     assert data["params"]["family"] == "with 2026 pieces: tie_weights False"
+    assert [t["name"] for t in data["weights"]["tensors"]][-1] == "lm_head.weight"  # stored: its own matrix
 
 
 def test_the_loss_marks_the_best_and_where_val_turns_upward(tmp_path):
@@ -174,21 +239,25 @@ def test_the_loss_marks_the_best_and_where_val_turns_upward(tmp_path):
 
 
 def test_the_char_run_page_has_the_runs_evaluations(char_run):
-    folder, html = char_run
+    _, html = char_run
     loss = read_page_data(html)["loss"]
     assert [e["step"] for e in loss["evals"]] == [0, 5, 10, 15, 20]
-    assert loss["tokens_per_step"] == 8 * 32  # TINY_FLAGS: batch 8 x block 32
-    log = read_metrics(folder / "train_log.csv")  # a loss every 2nd step (--log_interval 2) and at each eval
-    logged = [int(r["step"]) for r in log if r["train_loss"] == r["train_loss"]]  # rows with a loss
-    assert [row[0] for row in loss["log"]] == logged == [2, 4, 5, 6, 8, 10, 12, 14, 15, 16, 18, 20]
+    assert (loss["best"]["step"], loss["turns_up"]["step"]) == (10, 15)
+    assert loss["tokens_per_step"] == 8 * 32  # batch 8 x block 32
+    assert [row[0] for row in loss["log"]] == list(range(2, 21, 2))  # the rows that have a loss
 
 
 def test_the_page_fetches_nothing_and_names_no_url(run):
     _, html, _, _, _, _ = run
-    for text in (html, TEMPLATE.read_text(encoding="utf-8")):
-        assert not re.search(r"https?:|//[a-z0-9]|\burl\(|@import|<link|<iframe|<img|\bsrc=|\bfetch\(|XMLHttpRequest",
-                             text, re.IGNORECASE)
-    assert TEMPLATE.read_text(encoding="utf-8").count(DATA_MARK) == 1 and DATA_MARK not in html
+    weights = re.search(r'class="quill-weights">([^<]*)</script>', html)
+    assert re.fullmatch(r"[A-Za-z0-9+/]*={0,2}", weights.group(1))  # the weights: base64 and nothing else
+    rest = html.replace(weights.group(1), "")
+    for text in (rest, TEMPLATE.read_text(encoding="utf-8"), *(p.read_text(encoding="utf-8") for p in SCRIPTS.values())):
+        assert not re.search(r"https?:|//[a-z0-9]|\burl\(|@import|<link|<iframe|<img|\bsrc=|\bfetch\(|XMLHttpRequest"
+                             r"|\bimport\(|new Worker|WebSocket", text, re.IGNORECASE)
+    template = TEMPLATE.read_text(encoding="utf-8")
+    for mark in [DATA_MARK, WEIGHTS_MARK, *SCRIPTS]:
+        assert template.count(mark) == 1 and mark not in html
 
 
 def test_token_text_cannot_close_the_script_block():
@@ -197,23 +266,31 @@ def test_token_text_cannot_close_the_script_block():
     assert html.count("</script>") == TEMPLATE.read_text(encoding="utf-8").count("</script>")
 
 
-def test_the_tiny_preset_page_stays_small():
-    # The CPU default's model size (the tiny preset, 65 characters), untrained: the page's size does not
-    # depend on training, only on the shapes, the prompt and the sample's length (visualize.py's defaults).
+def test_the_cpu_default_page_is_under_3_mb():
+    # The CPU default's model (the tiny preset at block 64, 65 characters), untrained: the page's size depends
+    # only on the shapes, the prompt and the sample's length (visualize.py's defaults), not on training.
     torch.manual_seed(0)
-    model = GPT(GPTConfig(**{**asdict(PRESETS["tiny"]), "vocab_size": 65})).eval()
-    tok = CharTokenizer(SHAKESPEARE_CHARS)
-    html = render_page(page_data(model, tok, tok.encode(visualize.DEFAULT_PROMPT).tolist(),
-                                 visualize.token_labels(tok), title="tiny", step=0, train_config=None,
-                                 metrics_path=None, attention_tokens=visualize.ATTENTION_TOKENS, temperature=0.8,
-                                 top_k=40, seed=1337, max_new_tokens=200))
-    assert len(html.encode("utf-8")) < 100_000
+    model = GPT(GPTConfig(**{**asdict(PRESETS["tiny"]), "block_size": 64, "vocab_size": 65}))
+    data, weights = tiny_page(model)
+    assert data["weights"]["format"] == "float32"  # 0.41M parameters: exact
+    assert len(render_page(data, weights).encode("utf-8")) <= 3_000_000
 
 
-def test_a_greedy_page_has_one_candidate_and_no_draws(char_run, tmp_path):
+@pytest.mark.slow
+def test_the_medium_preset_page_is_under_32_mb():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**asdict(PRESETS["medium"]), "vocab_size": 65}))  # 10.8M parameters
+    data, weights = tiny_page(model, max_new_tokens=0)  # the sample's 200 characters add about 1 KB
+    assert data["weights"]["format"] == "float16"
+    assert len(render_page(data, weights).encode("utf-8")) <= 32_000_000 - 2_000
+
+
+def test_a_greedy_page_has_its_tokens_and_an_empty_one_none(char_run, tmp_path):
     folder, _ = char_run
-    data = read_page_data(make_page(folder, tmp_path, "--temperature", "0", "--max_new_tokens", "5"))
-    assert all(step["p"] == 1.0 and step["rank"] == 0 and "u" not in step for step in data["writer"]["steps"])
-    assert data["writer"]["ids"] == [s["ids"][0] for s in data["writer"]["steps"]]
-    empty = read_page_data(make_page(folder, tmp_path, "--max_new_tokens", "0"))
-    assert empty["writer"] == {"ids": [], "steps": [], "text": ""}
+    data = read_page_data(make_page(folder / "best.pt", tmp_path, "--temperature", "0", "--max_new_tokens", "5"))
+    model = model_from_checkpoint(load_checkpoint(folder / "best.pt"), torch.device("cpu"))
+    with torch.no_grad():
+        greedy = model.generate(torch.tensor([data["prompt"]["ids"]]), 5, temperature=0)[0, -5:].tolist()
+    assert data["writer"]["ids"] == greedy
+    empty = read_page_data(make_page(folder / "best.pt", tmp_path, "--max_new_tokens", "0"))
+    assert empty["writer"] == {"ids": [], "text": ""}
