@@ -22,6 +22,7 @@ mark for that process) is its own.
 import json
 import platform
 import random
+import re
 import subprocess
 import sys
 import time
@@ -35,45 +36,47 @@ from extras.cli import EXIT_FAILED, CLIError, FlagParser, run_cli
 from extras.dataset import DEFAULT_DATA
 from extras.metrics import read_metrics
 from model import GPT, PRESETS, GPTConfig
-from extras.precision import (Precision, cpu_class, cpu_has_native_bfloat16, make_precision, pick_muon_dtype,
-                              synchronize)
+from extras.precision import Precision, cpu_class, cpu_has_native_bfloat16, make_precision
 from extras.engine import generate
-from extras.modern import RECIPES
-from extras.step import compile_for_training, configure_optimizer, get_batch, sample_starts, train_step
+from extras.modern import RECIPES, pick_muon_dtype
+from extras.step import configure_optimizer
 
-# train.py's defaults for AdamW, so the optimizer step timed here is the one training takes.
-LEARNING_RATE, WEIGHT_DECAY, BETAS = 1e-3, 0.1, (0.9, 0.99)
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work so a timer reads real elapsed time."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def time_training(preset: str, batch_size: int, block_size: int, steps: int, warmup: int, precision: Precision,
-                  recipe: str = "gpt2") -> dict:
-    """Seconds per optimizer step of preset, built and optimized as train.py's --recipe makes it, at
-    batch_size x block_size, after warmup steps."""
-    device = precision.device
-    torch.manual_seed(0)
+                  recipe: str = "gpt2", work_dir: Path = Path("out/bench-train")) -> dict:
+    """Seconds per optimizer step of preset with train.py's --recipe, at batch_size x block_size: train.py
+    itself, run for warmup + steps steps on a random 65-character text in precision's device, dtype and
+    compile setting, timed over the last `steps` (the tokens/s its metrics.csv reports for the steps after the
+    evaluation at step `warmup`)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    text = work_dir / "random.txt"
+    if not text.exists():  # every one of 65 characters many times over: a vocabulary of 65, as Shakespeare's
+        chars = [chr(c) for c in range(33, 98)]
+        text.write_text("".join(random.Random(0).choices(chars, k=200_000)), encoding="utf-8")
+    run_dir = work_dir / f"{preset}-{recipe}"
+    flags = ["--data", str(text), "--out_dir", str(run_dir), "--overwrite", "--preset", preset, "--recipe", recipe,
+             "--batch_size", str(batch_size), "--block_size", str(block_size), "--max_iters", str(warmup + steps),
+             "--eval_interval", str(warmup or steps), "--eval_tokens", str(2 * block_size), "--sample_chars", "0",
+             "--seed", "0", "--device", precision.device.type, "--dtype", str(precision.dtype).removeprefix("torch."),
+             "--compile", "on" if precision.compile else "off"]
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "train.py"), *flags],
+                          capture_output=True, text=True, encoding="utf-8", errors="replace")
+    if proc.returncode:
+        last_line = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        raise CLIError(f"train.py {' '.join(flags)} failed (exit {proc.returncode}): {last_line}", EXIT_FAILED)
+    tokens_per_s = read_metrics(run_dir / "metrics.csv")[-1]["tokens_per_s"]
+    compiled = re.search(r"compiled the model in ([\d.]+)s", proc.stdout)
     pieces = {k: v for k, v in RECIPES[recipe].items() if k != "optimizer"}
-    model = GPT(replace(PRESETS[preset], vocab_size=65, block_size=block_size, **pieces)).to(device)
-    optimizers = configure_optimizer(model, LEARNING_RATE, WEIGHT_DECAY, BETAS, device, kind=RECIPES[recipe]["optimizer"])
-    scaler = precision.new_scaler()
-    data = np.random.default_rng(0).integers(65, size=100_000, dtype=np.uint16)
-    generator = torch.Generator().manual_seed(0)
-
-    def next_batch():
-        return get_batch(data, block_size, sample_starts(len(data), block_size, batch_size, generator), device)
-
-    t0 = time.perf_counter()
-    step_model = compile_for_training(model, *next_batch(), precision) if precision.compile else model
-    compile_s = time.perf_counter() - t0 if precision.compile else 0.0
-    for i in range(warmup + steps):
-        if i == warmup:
-            synchronize(device)
-            t0 = time.perf_counter()
-        batch = next_batch()
-        train_step(model, step_model, optimizers, scaler, precision, [batch], grad_clip=1.0)
-    synchronize(device)
-    seconds = (time.perf_counter() - t0) / steps
-    return {"params": model.num_params(), "s_per_step": seconds, "tokens_per_s": batch_size * block_size / seconds,
-            "compile_s": compile_s}
+    params = GPT(replace(PRESETS[preset], vocab_size=65, block_size=block_size, **pieces)).num_params()
+    return {"params": params, "s_per_step": batch_size * block_size / tokens_per_s, "tokens_per_s": tokens_per_s,
+            "compile_s": float(compiled.group(1)) if compiled else 0.0}
 
 
 def time_generation(preset: str, new_tokens: int, device: torch.device, use_cache: bool, window: str = "shift",
@@ -280,6 +283,10 @@ def machine_line(device: torch.device) -> str:
             f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}.")
 
 
+# train.py's defaults for AdamW, so the optimizer step timed here is the one training takes.
+LEARNING_RATE, WEIGHT_DECAY, BETAS = 1e-3, 0.1, (0.9, 0.99)
+
+
 def time_optimizer_step(preset: str, fused: bool, steps: int, warmup: int, device: torch.device) -> float:
     """Seconds per AdamW step (the update alone, gradients already there) for preset's parameters."""
     torch.manual_seed(0)
@@ -376,8 +383,12 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None
     dtype_name = str(precision.dtype).removeprefix("torch.")
     for preset in presets:
         for use_compile in (False, True):
-            p = replace(precision, compile=use_compile, compile_backend="eager" if smoke else "inductor")
-            r = time_training(preset, batch, block, steps, warmup, p)
+            check = f"{preset}, batch {batch} x {block}, {dtype_name}, compile {'on' if use_compile else 'off'}"
+            if smoke and use_compile:  # inductor compiles for a CPU too, but takes minutes there
+                row(check, "not timed in a smoke run")
+                continue
+            r = time_training(preset, batch, block, steps, warmup, replace(precision, compile=use_compile),
+                              work_dir=work_dir / "gpu-check-speed")
             row(f"{preset}, batch {batch} x {block}, {dtype_name}, compile {'on' if use_compile else 'off'}",
                 f"{1000 * r['s_per_step']:,.1f} ms/step, {r['tokens_per_s']:,.0f} tokens/s"
                 + (f", compiled in {r['compile_s']:.1f} s" if use_compile else ""))
@@ -502,7 +513,8 @@ def measure(args) -> int:
         write_lines(lines + matmul_table([128, 384, 1024], device, args.repeats), Path(args.out))
         return 0
     if args.steps:
-        lines += training_table(presets, args.batch_size, args.block_size, args.steps, args.warmup, precision, recipes)
+        lines += training_table(presets, args.batch_size, args.block_size, args.steps, args.warmup, precision, recipes,
+                                Path(args.out).parent / "bench-train")
     if args.new_tokens:
         lines += generation_table(presets, args.new_tokens, device, args.repeats)
     write_lines(lines, Path(args.out))
@@ -510,7 +522,8 @@ def measure(args) -> int:
 
 
 def training_table(presets: list[str], batch_size: int, block_size: int, steps: int, warmup: int,
-                   precision: Precision, recipes: tuple[str, ...] = ("gpt2",)) -> list[str]:
+                   precision: Precision, recipes: tuple[str, ...] = ("gpt2",),
+                   work_dir: Path = Path("out/bench-train")) -> list[str]:
     """Markdown lines: ms/step, tokens/s and compile seconds per preset and recipe, in precision's dtype."""
     dtype_name = str(precision.dtype).removeprefix("torch.")
     muon_dtype, muon_why = pick_muon_dtype(precision.device)
@@ -522,7 +535,7 @@ def training_table(presets: list[str], batch_size: int, block_size: int, steps: 
     print("\n".join(lines), flush=True)
     for preset in presets:
         for recipe in recipes:
-            r = time_training(preset, batch_size, block_size, steps, warmup, precision, recipe)
+            r = time_training(preset, batch_size, block_size, steps, warmup, precision, recipe, work_dir)
             lines.append(f"| {preset} | {recipe} | {r['params']:,} | {1000 * r['s_per_step']:,.1f} | "
                          f"{r['tokens_per_s']:,.0f} | {r['compile_s']:.1f} |")
             print(lines[-1], flush=True)

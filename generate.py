@@ -16,9 +16,10 @@ import torch
 
 from extras.checkpoint import load_checkpoint, model_from_checkpoint
 from extras.cli import CLIError, FlagParser, run_cli
-from extras.engine import WINDOWS, generate_tokens, kv_cache_bytes
-from extras.precision import DTYPES, pick_device, pick_weights_dtype
-from extras.tokenizer import StreamDecoder, tokenizer_from_checkpoint
+from extras.engine import WINDOWS, generate_tokens, kv_cache_bytes, pick_weights_dtype
+from extras.precision import DTYPES, pick_device
+from extras.streaming import StreamDecoder
+from extras.tokenizer import tokenizer_from_checkpoint
 
 
 def build_parser() -> FlagParser:

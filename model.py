@@ -10,45 +10,32 @@ defaults are GPT-2's; make_norm, make_attention and make_mlp below plug them in 
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
-def _help(text: str, **more) -> dict:
-    return {"metadata": {"help": text, **more}}
-
-
 @dataclass
 class GPTConfig:
     """The architecture of a GPT: everything needed to rebuild the same network, and nothing else."""
 
-    vocab_size: int = field(default=65, **_help("number of distinct tokens (set from the data)"))
-    block_size: int = field(default=256, **_help("context length: the most tokens the model sees at once"))
-    n_layer: int = field(default=6, **_help("number of transformer blocks"))
-    n_head: int = field(default=6, **_help("attention heads per block; must divide n_embd"))
-    n_embd: int = field(default=384, **_help("embedding width C"))
-    dropout: float = field(default=0.0, **_help("dropout probability while training, in [0, 1)"))
-    bias: bool = field(default=True, **_help("biases in Linear and LayerNorm layers, as in GPT-2"))
-    # The 2026 pieces (extras/modern.py), one field each. The defaults are GPT-2's, so a checkpoint saved
-    # before these fields existed loads as the model it was.
-    position: str = field(default="learned", **_help(
-        "learned: a trained table of positions (GPT-2); rope: rotate queries and keys by position",
-        choices=["learned", "rope"]))
-    norm: str = field(default="layernorm", **_help(
-        "layernorm (GPT-2) or rmsnorm: scale only, no centring, no bias", choices=["layernorm", "rmsnorm"]))
-    mlp: str = field(default="gelu", **_help(
-        "gelu: 4x wide, GELU (GPT-2); swiglu: gated, 8/3x wide (about as many weights); relu2: 4x wide, ReLU "
-        "squared", choices=["gelu", "swiglu", "relu2"]))
-    qk_norm: bool = field(default=False, **_help("RMS-normalise each head's queries and keys, then attend"))
-    n_kv_head: int | None = field(default=None, **_help(
-        "key/value heads, each shared by a group of query heads (grouped-query attention); must divide "
-        "n_head",
-        default_help="n_head: ordinary multi-head attention"))
-    tie_weights: bool = field(default=True, **_help(
-        "the output head reuses the token embedding matrix (GPT-2); --no-tie_weights gives it its own"))
+    vocab_size: int = 65  # distinct tokens (train.py sets it from the data)
+    block_size: int = 256  # context length: the most tokens the model sees at once
+    n_layer: int = 6  # transformer blocks
+    n_head: int = 6  # attention heads per block; must divide n_embd
+    n_embd: int = 384  # embedding width C
+    dropout: float = 0.0  # probability of zeroing an activation while training
+    bias: bool = True  # biases in Linear and LayerNorm layers, as in GPT-2
+    # The 2026 pieces: extras/modern.py plugs them in (make_norm, make_attention, make_mlp below). The defaults
+    # are GPT-2's, so a checkpoint saved before these fields existed loads as the model it was.
+    position: str = "learned"  # learned: a trained table of positions; rope: rotate queries and keys
+    norm: str = "layernorm"  # layernorm, or rmsnorm: scale only, no centring, no bias
+    mlp: str = "gelu"  # gelu (4C wide), swiglu (gated, 8C/3 wide) or relu2 (ReLU squared, 4C wide)
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys before attending
+    n_kv_head: int | None = None  # key/value heads shared by groups of query heads; None: n_head
+    tie_weights: bool = True  # the output head reuses the token embedding matrix
 
     @property
     def kv_heads(self) -> int:
@@ -85,19 +72,20 @@ PRESETS = {
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where position t only looks at positions <= t."""
 
-    def __init__(self, config: GPTConfig, layer: int = 0):
+    def __init__(self, config: GPTConfig):
         super().__init__()
         config.check()
-        self.layer = layer  # which block this is: where its keys and values go in a KV cache
         self.n_head, self.head_size = config.n_head, config.n_embd // config.n_head
         self.dropout = config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
+        # While generating, extras/engine.py gives each layer a KV cache of its own: the keys and values of
+        # the positions seen so far, so that each new token computes only its own.
+        self.cache = None
 
-    def heads(self, x: torch.Tensor, past: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries, keys and values of x (B, T, C), each split into heads: (B, nh, T, hs). past: how many
-        positions come before x (GPT-2 does not need it: positions were added to x already; RoPE does)."""
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of x (B, T, C), each split into heads: (B, nh, T, hs)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
         # Split C into nh heads of size hs and move the heads next to the batch dimension.
@@ -111,12 +99,11 @@ class CausalSelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=q.size(2) > 1)
 
-    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.heads(x, past=cache.length if cache is not None else 0)
-        if cache is not None:  # generating (extras/engine.py): earlier positions' keys and values are kept
-            k, v = cache.update(self.layer, k, v)  # (B, nh, T_past + T, hs)
-            q = q.to(k.dtype)  # the cache may hold float32 under bfloat16 weights
+        q, k, v = self.heads(x)  # (B, nh, T, hs) each
+        if self.cache is not None:  # generating: attend to the cached positions too
+            q, k, v = self.cache.update(q, k, v)  # k, v: (B, nh, T_past + T, hs)
         y = self.attend(q, k, v)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C).to(x.dtype)  # heads side by side again: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -145,11 +132,11 @@ def make_norm(config: GPTConfig) -> nn.Module:
     return modern.make_norm(config)
 
 
-def make_attention(config: GPTConfig, layer: int) -> nn.Module:
+def make_attention(config: GPTConfig) -> nn.Module:
     if config.position == "learned" and not config.qk_norm and config.kv_heads == config.n_head:
-        return CausalSelfAttention(config, layer)
+        return CausalSelfAttention(config)
     from extras import modern
-    return modern.ModernAttention(config, layer)
+    return modern.ModernAttention(config)
 
 
 def make_mlp(config: GPTConfig) -> nn.Module:
@@ -163,16 +150,16 @@ class Block(nn.Module):
     """One transformer block: attention then MLP, each on a normalised copy added back to the residual
     stream."""
 
-    def __init__(self, config: GPTConfig, layer: int = 0):
+    def __init__(self, config: GPTConfig):
         super().__init__()
         self.ln_1 = make_norm(config)
-        self.attn = make_attention(config, layer)
+        self.attn = make_attention(config)
         self.ln_2 = make_norm(config)
         self.mlp = make_mlp(config)
 
-    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Pre-norm: the residual stream x itself is never normalised, which keeps deep stacks easy to train.
-        x = x + self.attn(self.ln_1(x), cache)
+        x = x + self.attn(self.ln_1(x))
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -189,7 +176,7 @@ class GPT(nn.Module):
             modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)  # learned position embedding
         modules.update(
             drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=make_norm(config),
         )
         self.transformer = nn.ModuleDict(modules)
@@ -217,27 +204,20 @@ class GPT(nn.Module):
         """Count the parameters, a tied embedding/head matrix once."""
         return sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor only once
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache=None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, start: int = 0):
         """Map token ids (B, T) to next-token logits (B, T, V), and the mean cross-entropy if targets are
-        given.
-
-        cache (extras/engine.py) makes idx the continuation of what the cache already holds: used by
-        generation.
-        """
+        given. start: the position of idx's first token (0, unless generation continues a cached text)."""
         B, T = idx.shape
-        past = cache.length if cache is not None else 0  # positions already in the cache
-        if past + T > self.config.block_size:
-            raise ValueError(f"sequence of length {past + T} is longer than the model's block_size "
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of length {start + T} is longer than the model's block_size "
                              f"{self.config.block_size}")
         x = self.transformer.wte(idx)  # (B, T, C)
         if "wpe" in self.transformer:
-            # + (T, C) broadcasts
-            x = x + self.transformer.wpe(torch.arange(past, past + T, device=idx.device))
+            positions = torch.arange(start, start + T, device=idx.device)  # (T,)
+            x = x + self.transformer.wpe(positions)  # + (T, C) broadcasts over the batch
         x = self.transformer.drop(x)
         for block in self.transformer.h:
-            x = block(x, cache)
-        if cache is not None:
-            cache.length += T  # every block has stored its keys and values for these positions
+            x = block(x)
         x = self.transformer.ln_f(x)
         # The head runs in float32 even under autocast or with bfloat16 weights: the softmax over the
         # vocabulary is where bfloat16's 8 bits of mantissa would blur the loss, and it is one small matmul.

@@ -51,17 +51,19 @@ def _flag_type(annotation):
     return annotation
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, flag_fields, default_text) -> None:
-    """Add one --name flag per dataclass field. Unset flags stay out of the namespace so we know what was given."""
+def add_dataclass_flags(parser: argparse.ArgumentParser, flag_fields, helps: dict, choices: dict,
+                        default_text) -> None:
+    """Add one --name flag per dataclass field, its help from helps[name] and default_text(field), and its
+    choices from choices[name] if there. Unset flags stay out of the namespace, so we know what was given."""
     for f in flag_fields:
         kind = _flag_type(f.type)
-        kwargs = dict(default=argparse.SUPPRESS, help=f"{f.metadata['help']} ({default_text(f)})")
+        kwargs = dict(default=argparse.SUPPRESS, help=f"{helps[f.name]} ({default_text(f)})")
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = kind
             kwargs["metavar"] = kind.__name__.upper()
-        if "choices" in f.metadata:
-            kwargs["choices"] = f.metadata["choices"]
+        if f.name in choices:
+            kwargs["choices"] = choices[f.name]
             kwargs.pop("metavar", None)
         parser.add_argument(f"--{f.name}", **kwargs)

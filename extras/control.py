@@ -12,7 +12,7 @@ failure (1).
 import signal
 import time
 
-from extras.distributed import Ranks, agree
+from extras.ranks import Ranks, agree
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -54,9 +54,3 @@ class RunClock:
     def signal_name(self) -> str:
         """The first stop signal received, by name ("SIGINT" for Ctrl-C); "a signal" on a rank that got none."""
         return signal.Signals(self.signals[0]).name if self.signals else "a signal"
-
-
-def resume_command(out_dir, ranks: Ranks) -> str:
-    """The command that continues the run in out_dir from its last.pt, launched as this one was."""
-    launcher = f"torchrun --standalone --nproc_per_node={ranks.world_size}" if ranks.launched else "python"
-    return f"{launcher} train.py --resume --out_dir {out_dir}"

@@ -21,8 +21,6 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,33 +36,13 @@ CHUNK_CHARS = 1 << 22
 TRAIN_FRACTION = 0.9  # the first 90% of the characters train, the rest validate (as nanoGPT splits)
 FORMAT = 1  # version of the cache layout; a cache with another version is rebuilt
 
-# The default corpus: train.py downloads it here on first use (and checks the sha256); evaluate.py and
+# The default corpus: train.py downloads it here on first use (extras/download.py); evaluate.py and
 # bench.py read it.
-DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-DATA_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 
 
 class DataError(ValueError):
     """A problem with the data the user can fix; the message is one line naming the file and the fix."""
-
-
-def download(url: str, path: Path, sha256: str, timeout: float = 30.0) -> None:
-    """Fetch url into path, check its sha256, and only then move it into place (no half-written file ever).
-    A failure is a DataError naming what to do instead."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            payload = response.read()
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise DataError(f"could not download the corpus from {url} ({reason}); put Tiny Shakespeare at {path} or "
-                        "pass --data PATH") from None
-    digest = hashlib.sha256(payload).hexdigest()
-    if digest != sha256:
-        raise DataError(f"the file from {url} has sha256 {digest}, expected {sha256}; nothing was saved. "
-                        f"Put the right file at {path} or pass --data PATH")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda f: f.write(payload))
 
 
 def check_text_file(path: Path) -> None:

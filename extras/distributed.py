@@ -3,39 +3,23 @@ with RANK, LOCAL_RANK and WORLD_SIZE in its environment. Each copy (a rank) trai
 share of every batch, and DistributedDataParallel averages the gradients across ranks, so all copies take the
 same optimizer step.
 
-Started with plain `python`, there is one rank and every function here does nothing.
+Only a torchrun launch imports this module; extras/ranks.py has what the loop calls on every rank (and in one
+process, where it does nothing).
 """
 
 import datetime
 import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from extras.cli import CLIError
+from extras.ranks import Ranks, agree
 
 # Generous: the other ranks wait here while rank 0 downloads and encodes (or trains a BPE on) a large corpus
 # once.
 TIMEOUT = datetime.timedelta(hours=1)
-
-
-@dataclass
-class Ranks:
-    """Where this process stands in a torchrun launch; rank 0 of 1 when started with plain `python`."""
-
-    rank: int = 0
-    local_rank: int = 0  # which GPU of this machine is ours
-    world_size: int = 1
-    launched: bool = False  # started by torchrun, in a process group (even a group of one)
-    # a gloo group for host-side agreements when the main group is nccl; None: the main one
-    cpu_group: object = None
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0 alone prints, writes files and downloads: N copies of every line and file would help no one."""
-        return self.rank == 0
 
 
 def pick_backend(use_cuda: bool) -> str:
@@ -69,33 +53,25 @@ def stop_ranks() -> None:
         dist.destroy_process_group()
 
 
-def agree(values: list[float], ranks: Ranks, op: str = "max") -> list[float]:
-    """Every rank's values combined elementwise ("max" or "sum"), in one host-side all-reduce, so all ranks
-    take the same decisions (a no-op outside torchrun)."""
-    if not ranks.launched:
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64)  # float64: exact for counts up to 2**53
-    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=ranks.cpu_group)
-    return t.tolist()
-
-
-def wait_for_all(ranks: Ranks) -> None:
-    """Return once every rank has got here (a no-op outside torchrun)."""
-    if ranks.launched:
-        dist.barrier(group=ranks.cpu_group)
-
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum a device tensor over every rank, in place (a no-op in one process)."""
-    if dist.is_initialized():
-        dist.all_reduce(t)
-    return t
-
-
-def wrap_for_ranks(model: torch.nn.Module, device: torch.device, ranks: Ranks) -> torch.nn.Module:
-    """Under torchrun, the model wrapped in DistributedDataParallel: it copies rank 0's weights to every rank
-    now, and from then on averages the gradients over ranks during backward(). In one process, the model
-    itself."""
-    if not ranks.launched:
-        return model
+def wrap_for_ranks(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model wrapped in DistributedDataParallel: it copies rank 0's weights to every rank now, and from
+    then on averages the gradients over ranks during backward()."""
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def rank_zero_first(first, then, ranks: Ranks):
+    """Rank 0 calls first() (which downloads and encodes the data, writing the token cache) while the others
+    wait; then they call then() (which reads that cache). A CLIError on rank 0 stops every rank, and rank 0
+    alone says why."""
+    result, failure = None, None
+    if ranks.is_main:
+        try:
+            result = first()
+        except CLIError as e:
+            failure = e
+    code = int(agree([failure.code if failure else 0], ranks)[0])  # also where the others wait for rank 0
+    if code and failure is None:
+        failure = CLIError("", code)  # rank 0 has said what went wrong
+    if failure:
+        raise failure
+    return result if ranks.is_main else then()

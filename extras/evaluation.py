@@ -15,10 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from extras.distributed import Ranks, agree
+from extras.ranks import Ranks, agree
 from extras.precision import Precision
 from extras.step import get_batch, sample_starts
-from extras.tokenizer import StreamDecoder
 from model import GPT
 
 # Windows per forward pass in every evaluation: fixed, not the training micro-batch (which shrinks with ranks
@@ -96,7 +95,9 @@ def count_chars(tokenizer, ids: np.ndarray, chunk: int = 1 << 20) -> int:
     """How many characters the token ids spell, decoded a chunk at a time (a BPE token can hold several)."""
     if tokenizer.kind == "char":
         return len(ids)  # one character per token
-    decoder = StreamDecoder(tokenizer)  # a multi-byte character cut between chunks is counted once
+    from extras.streaming import StreamDecoder  # BPE: a multi-byte character cut between chunks counts once
+
+    decoder = StreamDecoder(tokenizer)
     n = sum(len(decoder.push(ids[i : i + chunk].tolist())) for i in range(0, len(ids), chunk))
     return n + len(decoder.flush())
 

@@ -14,6 +14,7 @@ existed still plot, from metrics.csv alone.
 """
 
 import csv
+import importlib.util
 import io
 import math
 import os
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from extras.files import write_atomically
-from extras.distributed import Ranks, all_reduce_sum
+from extras.ranks import Ranks, all_reduce_sum
 
 METRICS_COLUMNS = ["step", "train_loss", "val_loss", "val_bpc", "lr", "tokens_per_s", "elapsed_s"]
 TRAIN_LOG_COLUMNS = ["step", "lr", "train_loss"]
@@ -95,7 +96,9 @@ def read_metrics(path: Path) -> list[dict]:
 def plot_metrics(metrics_path: Path, png_path: Path, tokens_per_step: int) -> None:
     """Draw loss.png from metrics.csv and, where the run has one, the train_log.csv beside it: the train loss
     at every log point, the evaluations' train and val loss, the best val marked, the learning rate of every
-    step on the right and training tokens on the top axis."""
+    step on the right and training tokens on the top axis. Without matplotlib (optional), nothing."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return
     from matplotlib.figure import Figure  # the object API renders to PNG without choosing a GUI backend
 
     rows = read_metrics(metrics_path)

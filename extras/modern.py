@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from extras.precision import cpu_has_native_bfloat16
 from model import MLP, CausalSelfAttention, GPTConfig
 
 # The workshop's GPT-2 and the 2026 pieces measured to help on this data (docs/ablate.sh, docs/BENCHMARKS.md):
@@ -84,8 +85,8 @@ class ModernAttention(CausalSelfAttention):
     (--n_kv_head): groups of query heads share one key/value head, so there are fewer keys and values to
     compute and, above all, to keep in the KV cache while generating."""
 
-    def __init__(self, config: GPTConfig, layer: int = 0):
-        super().__init__(config, layer)
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
         self.n_kv_head = config.kv_heads
         self.kv_width = self.n_kv_head * self.head_size
         if self.n_kv_head != self.n_head:  # queries for n_head heads, keys and values for n_kv_head each
@@ -97,9 +98,9 @@ class ModernAttention(CausalSelfAttention):
         self.q_norm = nn.RMSNorm(self.head_size, eps=1e-5) if config.qk_norm else None
         self.k_norm = nn.RMSNorm(self.head_size, eps=1e-5) if config.qk_norm else None
 
-    def heads(self, x: torch.Tensor, past: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries (B, nh, T, hs), keys and values (B, nkv, T, hs) of x (B, T, C), normalised and rotated as
-        configured; past: how many positions come before x."""
+        configured. x's positions follow those already in this layer's KV cache, if it has one."""
         B, T, C = x.shape
         hs, nh, nkv = self.head_size, self.n_head, self.n_kv_head
         # (B, T, C), (B, T, nkv*hs) x 2
@@ -110,6 +111,7 @@ class ModernAttention(CausalSelfAttention):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:  # keys are rotated by their own positions before they are cached
+            past = self.cache.length if self.cache is not None else 0
             cos, sin = rotary_tables(hs, torch.arange(past, past + T, device=x.device))
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         return q, k, v
@@ -166,7 +168,7 @@ class SwiGLUMLP(nn.Module):
 # directions that dominate a gradient no longer drown out the rest. U V^T is found without an SVD, by a few
 # matmuls (Newton-Schulz). torch 2.9 and newer have the same as torch.optim.Muon; this one is ours, so that
 # it runs on every torch we support and multiplies in the dtype this machine does best
-# (precision.pick_muon_dtype): torch's always uses bfloat16, which most CPUs only emulate.
+# (pick_muon_dtype): torch's always uses bfloat16, which most CPUs only emulate.
 
 # The quintic's coefficients and step count of torch.optim.Muon (from Keller Jordan's Muon): chosen for a steep
 # slope at 0, so that small singular values grow fast. They leave them spread around 1 (0.68 to 1.13 for a
@@ -238,3 +240,23 @@ class Muon(torch.optim.Optimizer):
                 p.mul_(1 - lr * group["weight_decay"])  # decoupled weight decay, as AdamW's
                 p.add_(orthogonalize(update, self.ns_dtype), alpha=-lr * match_rms_adamw(p.shape))
         return loss
+
+
+def pick_muon_dtype(device: torch.device) -> tuple[torch.dtype, str]:
+    """The dtype Muon's Newton-Schulz iteration (extras/modern.py) multiplies in, and why: bfloat16 where the
+    hardware multiplies it natively, float32 elsewhere.
+
+    The iteration is fifteen matmuls per weight matrix per step. torch.optim.Muon always runs them in bfloat16, for
+    tensor cores; where bfloat16 is emulated (CPUs without AVX-512 BF16, T4 and V100 GPUs) that made the
+    modern recipe's step several times slower than GPT-2's (docs/BENCHMARKS.md).
+    """
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if major >= 8:
+            return torch.bfloat16, f"this GPU multiplies bfloat16 natively (compute capability {major}.{minor})"
+        return torch.float32, f"this GPU only emulates bfloat16 (compute capability {major}.{minor}, below 8.0)"
+    if device.type == "cpu":
+        if cpu_has_native_bfloat16():
+            return torch.bfloat16, "this CPU multiplies bfloat16 in hardware"
+        return torch.float32, "this CPU only emulates bfloat16, many times slower than float32"
+    return torch.float32, f"bfloat16 unmeasured on {device.type}"

@@ -108,59 +108,6 @@ def cpu_class() -> str:
             + (f", oneDNN capped at {cap}" if cap else ""))
 
 
-def pick_muon_dtype(device: torch.device) -> tuple[torch.dtype, str]:
-    """The dtype Muon's Newton-Schulz iteration (extras/modern.py) multiplies in, and why: bfloat16 where the
-    hardware multiplies it natively, float32 elsewhere.
-
-    The iteration is fifteen matmuls per weight matrix per step. torch.optim.Muon always runs them in bfloat16, for
-    tensor cores; where bfloat16 is emulated (CPUs without AVX-512 BF16, T4 and V100 GPUs) that made the
-    modern recipe's step several times slower than GPT-2's (docs/BENCHMARKS.md).
-    """
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        if major >= 8:
-            return torch.bfloat16, f"this GPU multiplies bfloat16 natively (compute capability {major}.{minor})"
-        return torch.float32, f"this GPU only emulates bfloat16 (compute capability {major}.{minor}, below 8.0)"
-    if device.type == "cpu":
-        if cpu_has_native_bfloat16():
-            return torch.bfloat16, "this CPU multiplies bfloat16 in hardware"
-        return torch.float32, "this CPU only emulates bfloat16, many times slower than float32"
-    return torch.float32, f"bfloat16 unmeasured on {device.type}"
-
-
-# On a CPU with bfloat16 in hardware, bfloat16 weights pay only once the float32 weights no longer sit in the
-# caches: on the 2-core AVX-512 BF16 machine (docs/BENCHMARKS.md, bench.py's generation table) small (3.2M
-# parameters) and medium (10.8M) generated 1.1x to 1.9x faster in bfloat16, but tiny (0.44M) 0.7x to 0.8x: its
-# weights are read from cache either way and bfloat16's kernels cost more per call. Where bfloat16 is emulated
-# (AVX2) the threshold never applies: float32 at every size.
-CPU_BFLOAT16_MIN_PARAMS = 1_000_000
-
-
-def pick_weights_dtype(device: torch.device, requested: str, n_params: int) -> tuple[torch.dtype, str]:
-    """Choose the dtype the weights of a model of n_params parameters are cast to for generation, and say why.
-
-    Generating one token at a time reads every weight once per token and does little arithmetic with it, so
-    its speed is set by memory traffic: half-width weights halve it. The logits and the KV cache stay float32
-    (model.py).
-    """
-    if requested != "auto":
-        if requested not in DTYPES:
-            raise CLIError(f"--dtype {requested} is not one of {', '.join(DTYPES)}")
-        return DTYPES[requested], "requested with --dtype"
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported(including_emulation=False):
-            return torch.bfloat16, "this GPU supports bfloat16: half the memory traffic of float32"
-        return torch.float16, "this GPU has no bfloat16; float16 halves the memory traffic"
-    if device.type != "cpu":
-        return torch.float32, f"full precision on {device.type} (half-width weights unmeasured there)"
-    if not cpu_has_native_bfloat16():
-        return torch.float32, "this CPU has no bfloat16 in hardware"
-    if n_params < CPU_BFLOAT16_MIN_PARAMS:
-        return torch.float32, (f"a model under {CPU_BFLOAT16_MIN_PARAMS / 1e6:g}M parameters reads its weights from the "
-                               "CPU's caches anyway; bfloat16 measured slower there")
-    return torch.bfloat16, "this CPU has bfloat16 in hardware: half the memory read per token (docs/BENCHMARKS.md)"
-
-
 def pick_compile(device: torch.device, requested: str) -> tuple[bool, str]:
     """Decide whether to torch.compile the training step, and say why."""
     if requested == "off":
@@ -226,11 +173,3 @@ def make_precision(device: str = "auto", dtype: str = "auto", compile: str = "of
     dt, dtype_why = pick_dtype(dev, dtype)
     use_compile, compile_why = pick_compile(dev, compile)
     return Precision(dev, dt, use_compile, tf32=dev.type == "cuda", reasons=(device_why, dtype_why, compile_why))
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued device work so a timer reads real elapsed time."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()

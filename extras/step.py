@@ -4,15 +4,14 @@ itself, and compiling it.
 """
 
 import functools
-import time
 from contextlib import nullcontext
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
+from extras.precision import Precision
+from extras.ranks import Ranks
 from model import GPT
-from extras.precision import Precision, pick_muon_dtype
 
 
 def sample_starts(n_tokens: int, block_size: int, batch_size: int, generator: torch.Generator) -> np.ndarray:
@@ -74,7 +73,7 @@ def configure_optimizer(model: GPT, learning_rate: float, weight_decay: float, b
     wherever this torch has one for the device (docs/BENCHMARKS.md measures what it saves on a CPU), unless
     fused says otherwise (bench.py compares the two). Muon (extras/modern.py) runs at muon_lr (default:
     learning_rate), in AdamW's units, its Newton-Schulz iteration in muon_dtype (default: what
-    precision.pick_muon_dtype says for the device: bfloat16 only where it is native). Every param group
+    modern.pick_muon_dtype says for the device: bfloat16 only where it is native). Every param group
     remembers its peak rate as "peak_lr"; train.py scales each by the schedule.
     """
     if kind not in ("adamw", "muon"):
@@ -87,39 +86,25 @@ def configure_optimizer(model: GPT, learning_rate: float, weight_decay: float, b
                               lr=learning_rate, betas=betas, fused=fused or None)
     if kind == "adamw":
         return [adamw]
-    from extras.modern import Muon  # only for --optimizer muon
+    from extras.modern import Muon, pick_muon_dtype  # only for --optimizer muon
     lr = muon_lr or learning_rate
     muon = Muon([{"params": params["muon"], "peak_lr": lr}], lr=lr, weight_decay=weight_decay,
                 ns_dtype=muon_dtype or pick_muon_dtype(device)[0])
     return [adamw, muon]
 
 
-def train_step(model: GPT, step_model, optimizers: list, scaler, precision: Precision, micro_batches: list,
-               grad_clip: float):
-    """One optimizer step on micro_batches, a list of (x, y). step_model is model, or model wrapped in DDP, or
-    either compiled; they all share model's parameters. optimizers: what configure_optimizer returned.
-
-    Gradients add up over the micro-batches (each loss divided by their number, so the sum is the mean), and
-    DDP averages them over ranks: the step is the same as one on the whole batch at once. Returns the mean
-    loss, still on the device: reading it (.item()) would make the host wait for the device.
-    """
-    for optimizer in optimizers:
-        optimizer.zero_grad(set_to_none=True)
-    total = torch.zeros((), device=micro_batches[0][0].device)
-    for i, (x, y) in enumerate(micro_batches):
-        with skip_grad_sync(step_model, last=i == len(micro_batches) - 1):
-            with precision.autocast():
-                _, loss = step_model(x, y)
-            scaler.scale(loss / len(micro_batches)).backward()
-        total += loss.detach()
-    if grad_clip > 0:
-        for optimizer in optimizers:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    for optimizer in optimizers:
-        scaler.step(optimizer)
-    scaler.update()
-    return total / len(micro_batches)
+def wrap_for_training(model: GPT, precision: Precision, ranks: Ranks, example: tuple, micro_steps: int = 1):
+    """What runs the training forward pass: the model itself; under torchrun, the model in
+    DistributedDataParallel; on a GPU with Triton, that compiled too (now, on example: a micro-batch (x, y) of
+    the training shape). All of them share the model's parameters."""
+    step_model = model
+    if ranks.launched:
+        from extras.distributed import wrap_for_ranks  # only under torchrun
+        step_model = wrap_for_ranks(model, precision.device)
+    if precision.compile:
+        from extras.compiling import compile_for_training  # only where compiling pays (CUDA, Triton)
+        step_model = compile_for_training(step_model, *example, precision, micro_steps)
+    return step_model
 
 
 def skip_grad_sync(step_model, last: bool):
@@ -127,29 +112,7 @@ def skip_grad_sync(step_model, last: bool):
     all but the last micro-step run under no_sync(), and the last sends the gradients summed over all of
     them."""
     ddp = getattr(step_model, "_orig_mod", step_model)  # under torch.compile, the DDP module is inside
-    return ddp.no_sync() if isinstance(ddp, DDP) and not last else nullcontext()
+    no_sync = getattr(ddp, "no_sync", None)  # DDP's; a plain model has none
+    return no_sync() if no_sync is not None and not last else nullcontext()
 
 
-def compile_for_training(step_model, x: torch.Tensor, y: torch.Tensor, precision: Precision, micro_steps: int = 1):
-    """torch.compile step_model (the model, or the model already wrapped in DDP, so that the compiled backward
-    overlaps DDP's gradient all-reduce) and compile it now, on (x, y): a real micro-batch of the training
-    shape, in training mode, with and without gradient sync when there are several micro-steps. So the
-    first timed step does not compile again, and the minutes this can take are reported apart from the
-    run's time. Returns the compiled module, or step_model itself if compiling fails."""
-    t0 = time.perf_counter()
-    module = getattr(step_model, "module", step_model)  # the GPT inside DDP
-    try:
-        compiled = torch.compile(step_model, backend=precision.compile_backend)
-        for last in ([False, True] if micro_steps > 1 else [True]):
-            with skip_grad_sync(compiled, last):
-                with precision.autocast():
-                    _, loss = compiled(x, y)
-                loss.backward()
-    except Exception as e:  # a missing compiler, an unsupported GPU, a Triton error: all mean "train without"
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        print(f"torch.compile failed ({reason}); training without it")
-        return step_model
-    finally:
-        module.zero_grad(set_to_none=True)
-    print(f"compiled the model in {time.perf_counter() - t0:.1f}s (not counted in the run's time)")
-    return compiled

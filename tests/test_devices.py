@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from extras import checkpoint
+from extras import resume
 from extras import cli
 from extras import distributed
 import evaluate
@@ -25,6 +26,8 @@ from extras import evaluation
 from extras import precision
 from extras import step
 import train
+from extras import compiling
+from extras import run as run_module
 from conftest import ROOT, TINY_FLAGS, read_metrics, run_train
 from model import GPT, GPTConfig
 
@@ -120,7 +123,7 @@ def _optimizer_after_one_step(fused: bool):
 def test_resume_keeps_the_optimizer_kernel_of_the_device_it_runs_on(saved_fused):
     _, saved = _optimizer_after_one_step(fused=saved_fused)
     model, here = _optimizer_after_one_step(fused=not saved_fused)  # e.g. saved with fused on a GPU, resumed without
-    checkpoint.restore_optimizer(here, saved.state_dict())
+    resume.restore_optimizer(here, saved.state_dict())
     assert bool(here.param_groups[0]["fused"]) == (not saved_fused)
     assert here.state_dict()["state"][0]["exp_avg"].equal(saved.state_dict()["state"][0]["exp_avg"])
     x = torch.randint(11, (2, 8))
@@ -172,8 +175,8 @@ class CountingBackend:
 
 def _count_compiles(monkeypatch) -> tuple[CountingBackend, dict]:
     backend, seen = CountingBackend(), {}
-    real_make, real_compile = train.make_precision, train.compile_for_training
-    monkeypatch.setattr(train, "make_precision", lambda *a, **k: replace(real_make(*a, **k), compile_backend=backend))
+    real_make, real_compile = run_module.make_precision, compiling.compile_for_training
+    monkeypatch.setattr(run_module, "make_precision", lambda *a, **k: replace(real_make(*a, **k), compile_backend=backend))
 
     def spy(step_model, *args):
         seen["wrapped"] = type(step_model)
@@ -181,7 +184,7 @@ def _count_compiles(monkeypatch) -> tuple[CountingBackend, dict]:
         seen["after_warm_up"] = backend.graphs
         return compiled
 
-    monkeypatch.setattr(train, "compile_for_training", spy)
+    monkeypatch.setattr(compiling, "compile_for_training", spy)
     return backend, seen
 
 

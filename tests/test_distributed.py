@@ -11,6 +11,8 @@ import torch
 from extras import cli
 from extras import metrics
 import train
+from model import PRESETS
+from extras import run as run_module
 from conftest import ROOT, TINY_FLAGS, kill_tree, needs, read_metrics, run_train, wait_for_checkpoint
 
 # Two ranks (or micro-steps) add up gradients in another order than one pass over the batch does, and float addition
@@ -44,12 +46,12 @@ def test_gradient_accumulation_gives_the_same_steps(small_text, tmp_path):
                                                           (6, 4, 1, False), (8, 3, 1, False), (6, 1, 4, False)])
 def test_batch_arithmetic_must_divide(batch_size, accum, world, ok):
     cfg = train.TrainConfig(batch_size=batch_size, grad_accum_steps=accum)
-    model_cfg = train.PRESETS["tiny"]
+    model_cfg = PRESETS["tiny"]
     if ok:
-        train.validate(cfg, model_cfg, world)
+        run_module.validate(cfg, model_cfg, world)
     else:
         with pytest.raises(cli.CLIError, match=f"use a multiple of {world * accum}"):
-            train.validate(cfg, model_cfg, world)
+            run_module.validate(cfg, model_cfg, world)
 
 
 TORCHRUN_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import generate
-from extras import precision
+from extras import engine, precision
 import train
+from extras import run as run_module
 from model import GPT
 from conftest import ROOT, TINY_FLAGS, run_train
 
@@ -89,9 +90,9 @@ def test_weights_dtype_is_named_and_bfloat16_samples(trained, capsys):
                                                          (False, 3_000_000, torch.float32)])
 def test_cpu_weights_are_bfloat16_only_where_hardware_and_size_make_it_pay(monkeypatch, native, n_params, expected):
     monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda: native)
-    dtype, why = precision.pick_weights_dtype(torch.device("cpu"), "auto", n_params)
+    dtype, why = engine.pick_weights_dtype(torch.device("cpu"), "auto", n_params)
     assert dtype == expected and why
-    assert precision.pick_weights_dtype(torch.device("cpu"), "float16", n_params)[0] == torch.float16  # asked for
+    assert engine.pick_weights_dtype(torch.device("cpu"), "float16", n_params)[0] == torch.float16  # asked for
 
 
 @pytest.mark.slow
@@ -117,7 +118,7 @@ def test_scripts_end_to_end_as_subprocesses(small_text, tmp_path):
 
 def test_the_flags_page_documents_every_flag():
     readme = (ROOT / "docs" / "flags.md").read_text(encoding="utf-8")
-    train_flags = [f"--{f.name}" for f in (*train.fields(train.TrainConfig), *train.fields(train.RunControls), *train.MODEL_FLAGS)]
+    train_flags = [f"--{f.name}" for f in (*train.fields(train.TrainConfig), *train.fields(run_module.RunControls), *run_module.MODEL_FLAGS)]
     generate_flags = [s for a in generate.build_parser()._actions for s in a.option_strings if s.startswith("--") and s != "--help"]
     missing = [flag for flag in train_flags + generate_flags if f"`{flag}" not in readme]
     assert not missing, f"docs/flags.md does not document {missing}"

@@ -16,6 +16,8 @@ from extras import cli
 import evaluate
 import generate
 import train
+from model import PRESETS
+from extras import run as run_module
 from extras.checkpoint import save_checkpoint
 from conftest import needs, read_metrics, run_train
 from extras import engine
@@ -23,7 +25,7 @@ from extras.inside import attention_maps
 from extras.modern import RECIPES, Muon, apply_rotary, rotary_tables, swiglu_hidden
 from model import GPT, GPTConfig
 from extras.precision import make_precision
-from extras.step import configure_optimizer, train_step
+from extras.step import configure_optimizer
 
 OPTIONS = {"position": ["learned", "rope"], "norm": ["layernorm", "rmsnorm"], "mlp": ["gelu", "swiglu", "relu2"],
            "qk_norm": [False, True], "n_kv_head": [None, 1, 2], "tie_weights": [True, False]}
@@ -320,9 +322,11 @@ def test_one_training_step_moves_every_parameter(kind):
     model = _optimizer_model(tie_weights=False, modern=True)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     optimizers = configure_optimizer(model, 1e-2, 0.1, (0.9, 0.99), torch.device("cpu"), kind=kind)
-    precision = make_precision("cpu")
     x = torch.randint(11, (4, 8))
-    train_step(model, model, optimizers, precision.new_scaler(), precision, [(x, x.roll(-1, 1))], grad_clip=1.0)
+    _, loss = model(x, x.roll(-1, 1))  # one step as train.py takes it: forward, backward, update
+    loss.backward()
+    for optimizer in optimizers:
+        optimizer.step()
     assert [name for name, p in model.named_parameters() if torch.equal(p, before[name])] == []
 
 
@@ -453,16 +457,16 @@ def test_a_flag_given_alone_wins_over_the_recipe(small_text, tmp_path):
     assert {k: last["model_config"][k] for k in MODERN} == MODERN
 
     def resolved(**given):
-        return train.resolve_configs({"preset": "tiny", **given}, torch.device("cpu"), None)
+        return run_module.resolve_configs({"preset": "tiny", **given}, torch.device("cpu"), train.TrainConfig)
 
     cfg, model_cfg = resolved(recipe="modern", position="learned", mlp="swiglu")
     pieces = (model_cfg.position, model_cfg.mlp, model_cfg.norm, model_cfg.tie_weights)
     assert pieces == ("learned", "swiglu", MODERN["norm"], MODERN["tie_weights"])
-    assert cfg.optimizer == "muon" and model_cfg.n_layer == train.PRESETS["tiny"].n_layer  # the preset keeps the sizes
+    assert cfg.optimizer == "muon" and model_cfg.n_layer == PRESETS["tiny"].n_layer  # the preset keeps the sizes
     assert resolved(recipe="gpt2") == resolved()
-    assert resolved(recipe="gpt2")[1] == train.PRESETS["tiny"]  # gpt2 is the GPTConfig defaults
-    _, cpu_default = train.resolve_configs({"recipe": "modern"}, torch.device("cpu"), None)  # the CPU quick run too
-    assert cpu_default.position == "rope" and cpu_default.n_layer == train.PRESETS[train.CPU_DEFAULTS["preset"]].n_layer
+    assert resolved(recipe="gpt2")[1] == PRESETS["tiny"]  # gpt2 is the GPTConfig defaults
+    _, cpu_default = run_module.resolve_configs({"recipe": "modern"}, torch.device("cpu"), train.TrainConfig)  # the CPU quick run too
+    assert cpu_default.position == "rope" and cpu_default.n_layer == PRESETS[run_module.CPU_DEFAULTS["preset"]].n_layer
 
 
 @needs("tokenizers")

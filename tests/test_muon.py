@@ -6,7 +6,7 @@ import torch
 
 from conftest import read_metrics, run_train
 from extras import modern, precision, step
-from extras.checkpoint import restore_optimizer
+from extras.resume import restore_optimizer
 from model import GPT, GPTConfig
 from extras.modern import NS_COEFFICIENTS, NS_STEPS, Muon, match_rms_adamw, orthogonalize
 
@@ -122,7 +122,7 @@ def test_muon_takes_matrices_only():
 @pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float32)])
 def test_a_cpu_orthogonalises_in_bfloat16_only_where_it_is_native(monkeypatch, native, expected):
     monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda: native)
-    dtype, why = precision.pick_muon_dtype(torch.device("cpu"))
+    dtype, why = modern.pick_muon_dtype(torch.device("cpu"))
     assert dtype == expected and why
     model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
     _, muon = step.configure_optimizer(model, 1e-3, 0.1, (0.9, 0.99), torch.device("cpu"), kind="muon")
@@ -136,18 +136,18 @@ def test_a_cpu_orthogonalises_in_bfloat16_only_where_it_is_native(monkeypatch, n
                                                   ((9, 0), torch.bfloat16), ((6, 0), torch.float32)])
 def test_a_gpu_orthogonalises_in_bfloat16_from_compute_capability_8(monkeypatch, capability, expected):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    dtype, why = precision.pick_muon_dtype(torch.device("cuda"))
+    dtype, why = modern.pick_muon_dtype(torch.device("cuda"))
     assert dtype == expected and f"{capability[0]}.{capability[1]}" in why
 
 
 def test_mps_orthogonalises_in_float32():
-    assert precision.pick_muon_dtype(torch.device("mps"))[0] == torch.float32
+    assert modern.pick_muon_dtype(torch.device("mps"))[0] == torch.float32
 
 
 def test_onednn_capped_below_bfloat16_means_emulated_and_the_start_up_line_says_so(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert not precision.cpu_has_native_bfloat16()
-    assert precision.pick_muon_dtype(torch.device("cpu"))[0] == torch.float32
+    assert modern.pick_muon_dtype(torch.device("cpu"))[0] == torch.float32
     assert "bfloat16 emulated, oneDNN capped at AVX2" in precision.cpu_class()
     described = precision.make_precision("cpu").describe()
     assert torch.backends.cpu.get_cpu_capability() in described and "bfloat16 emulated" in described
@@ -160,7 +160,7 @@ def test_the_optimizer_line_names_the_newton_schulz_dtype_and_why(small_text, tm
     assert run_train(small_text, tmp_path / "out", "--recipe", "modern", "--max_iters", "2",
                      "--eval_interval", "2") == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("optimizer:"))
-    dtype, why = precision.pick_muon_dtype(torch.device("cpu"))
+    dtype, why = modern.pick_muon_dtype(torch.device("cpu"))
     assert "Muon (" in line and f"Newton-Schulz in {str(dtype).removeprefix('torch.')}: {why}" in line
 
 
@@ -216,7 +216,7 @@ def test_a_run_trained_with_torch_optim_muon_resumes_with_ours(small_text, tmp_p
     old = torch.load(tmp_path / "old" / "last.pt", weights_only=True)
     assert set(old["muon"]["param_groups"][0]) >= {"ns_coefficients", "ns_steps", "adjust_lr_fn"}  # torch's own
     assert all(set(s) == {"momentum_buffer"} for s in old["muon"]["state"].values())
-    monkeypatch.setattr(step, "pick_muon_dtype", lambda device: (torch.bfloat16, "as torch.optim.Muon"))
+    monkeypatch.setattr(modern, "pick_muon_dtype", lambda device: (torch.bfloat16, "as torch.optim.Muon"))
     assert run_train(small_text, tmp_path / "old", *flags, "--max_iters", "8", "--resume") == 0
     whole, resumed = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "old")
     assert [r["step"] for r in resumed] == [0, 4, 8]

@@ -14,8 +14,8 @@ from extras import cli
 import evaluate
 from conftest import ROOT, read_metrics, run_train
 from model import GPT, PRESETS
-from extras.precision import cpu_class, make_precision, pick_muon_dtype
-from extras.modern import RECIPES
+from extras.precision import cpu_class, make_precision
+from extras.modern import RECIPES, pick_muon_dtype
 
 
 def test_bench_quick_prints_training_and_generation_tables(tmp_path, capsys):

@@ -20,6 +20,9 @@ from extras import cli
 from extras import dataset
 from extras import metrics
 import train
+from model import PRESETS
+from extras import run as run_module
+from extras import download
 from conftest import TINY_FLAGS, needs, read_metrics, run_train
 from extras.dataset import prepare
 from extras.checkpoint import load_checkpoint
@@ -110,7 +113,7 @@ def test_download_good_file(http_dir, tmp_path):
     payload = "First Citizen:\nBefore we proceed any further, hear me speak.\n".encode()
     (served / "input.txt").write_bytes(payload)
     target = tmp_path / "data" / "corpus.txt"
-    dataset.download(f"{url}/input.txt", target, hashlib.sha256(payload).hexdigest())
+    download.download(f"{url}/input.txt", target, hashlib.sha256(payload).hexdigest())
     assert target.read_bytes() == payload
     assert sorted(p.name for p in target.parent.iterdir()) == ["corpus.txt"]  # no temporary file left behind
 
@@ -120,7 +123,7 @@ def test_download_wrong_checksum_saves_nothing(http_dir, tmp_path):
     (served / "input.txt").write_text("not the real corpus", encoding="utf-8")
     target = tmp_path / "data" / "corpus.txt"
     with pytest.raises(dataset.DataError, match="sha256"):
-        dataset.download(f"{url}/input.txt", target, dataset.DATA_SHA256)
+        download.download(f"{url}/input.txt", target, download.DATA_SHA256)
     assert not target.parent.exists() or list(target.parent.iterdir()) == []
 
 
@@ -130,7 +133,7 @@ def test_download_unreachable_names_the_fix(tmp_path):
         port = s.getsockname()[1]
     target = tmp_path / "corpus.txt"
     with pytest.raises(dataset.DataError, match="--data PATH") as e:
-        dataset.download(f"http://127.0.0.1:{port}/input.txt", target, dataset.DATA_SHA256, timeout=5)
+        download.download(f"http://127.0.0.1:{port}/input.txt", target, download.DATA_SHA256, timeout=5)
     assert str(target) in str(e.value)
     assert not target.exists()
 
@@ -140,9 +143,9 @@ def test_main_downloads_the_default_corpus_when_missing(http_dir, tmp_path, smal
     payload = small_text.read_bytes()
     (served / "input.txt").write_bytes(payload)
     target = tmp_path / "data" / "tinyshakespeare.txt"
-    monkeypatch.setattr(train, "DEFAULT_DATA", target)
-    monkeypatch.setattr(train, "DATA_URL", f"{url}/input.txt")
-    monkeypatch.setattr(train, "DATA_SHA256", hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(run_module, "DEFAULT_DATA", target)
+    monkeypatch.setattr(download, "DATA_URL", f"{url}/input.txt")
+    monkeypatch.setattr(download, "DATA_SHA256", hashlib.sha256(payload).hexdigest())
     code = train.main(["--out_dir", str(tmp_path / "out"), *TINY_FLAGS, "--max_iters", "2", "--eval_interval", "2"])
     assert code == 0
     assert target.read_bytes() == payload
@@ -154,8 +157,8 @@ def test_main_offline_without_corpus_says_where_to_put_it(tmp_path, monkeypatch,
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     target = tmp_path / "data" / "tinyshakespeare.txt"
-    monkeypatch.setattr(train, "DEFAULT_DATA", target)
-    monkeypatch.setattr(train, "DATA_URL", f"http://127.0.0.1:{port}/input.txt")
+    monkeypatch.setattr(run_module, "DEFAULT_DATA", target)
+    monkeypatch.setattr(download, "DATA_URL", f"http://127.0.0.1:{port}/input.txt")
     code = train.main(["--out_dir", str(tmp_path / "out"), *TINY_FLAGS])
     err = capsys.readouterr().err
     assert code == cli.EXIT_FAILED
@@ -167,52 +170,52 @@ def test_main_offline_without_corpus_says_where_to_put_it(tmp_path, monkeypatch,
 
 
 def test_cpu_without_preset_gets_the_quick_defaults():
-    cfg, model_cfg = train.resolve_configs({}, torch.device("cpu"), None)
-    assert cfg.preset == train.CPU_DEFAULTS["preset"]
-    assert cfg.max_iters == train.CPU_DEFAULTS["max_iters"]
-    assert model_cfg.n_layer == train.PRESETS[train.CPU_DEFAULTS["preset"]].n_layer
-    cfg, model_cfg = train.resolve_configs({"max_iters": 7}, torch.device("cpu"), None)
-    assert cfg.max_iters == 7 and cfg.preset == train.CPU_DEFAULTS["preset"]  # a flag overrides one default only
+    cfg, model_cfg = run_module.resolve_configs({}, torch.device("cpu"), train.TrainConfig)
+    assert cfg.preset == run_module.CPU_DEFAULTS["preset"]
+    assert cfg.max_iters == run_module.CPU_DEFAULTS["max_iters"]
+    assert model_cfg.n_layer == PRESETS[run_module.CPU_DEFAULTS["preset"]].n_layer
+    cfg, model_cfg = run_module.resolve_configs({"max_iters": 7}, torch.device("cpu"), train.TrainConfig)
+    assert cfg.max_iters == 7 and cfg.preset == run_module.CPU_DEFAULTS["preset"]  # a flag overrides one default only
 
 
 def test_the_quick_run_trains_gpt2_with_adamw_and_modern_is_one_flag_away(monkeypatch, capsys):
     cpu = torch.device("cpu")
-    cfg, model_cfg = train.resolve_configs({}, cpu, None)
-    assert (cfg.recipe, cfg.optimizer, cfg.learning_rate) == ("gpt2", "adamw", train.CPU_DEFAULTS["learning_rate"])
-    assert model_cfg == replace(train.PRESETS["tiny"], block_size=train.CPU_DEFAULTS["block_size"])  # GPT-2's model
-    assert (cfg.batch_size, cfg.time_budget) == (train.CPU_DEFAULTS["batch_size"], train.CPU_DEFAULTS["time_budget"])
+    cfg, model_cfg = run_module.resolve_configs({}, cpu, train.TrainConfig)
+    assert (cfg.recipe, cfg.optimizer, cfg.learning_rate) == ("gpt2", "adamw", run_module.CPU_DEFAULTS["learning_rate"])
+    assert model_cfg == replace(PRESETS["tiny"], block_size=run_module.CPU_DEFAULTS["block_size"])  # GPT-2's model
+    assert (cfg.batch_size, cfg.time_budget) == (run_module.CPU_DEFAULTS["batch_size"], run_module.CPU_DEFAULTS["time_budget"])
     assert "recipe=gpt2" in capsys.readouterr().out  # printed at start-up
-    cfg, model_cfg = train.resolve_configs({"recipe": "modern"}, cpu, None)  # the 2026 pieces, at their own best
-    assert (cfg.recipe, cfg.optimizer, cfg.muon_lr) == ("modern", "muon", train.CPU_DEFAULTS_MODERN["muon_lr"])
+    cfg, model_cfg = run_module.resolve_configs({"recipe": "modern"}, cpu, train.TrainConfig)  # the 2026 pieces, at their own best
+    assert (cfg.recipe, cfg.optimizer, cfg.muon_lr) == ("modern", "muon", run_module.CPU_DEFAULTS_MODERN["muon_lr"])
     assert (model_cfg.position, model_cfg.mlp) == (RECIPES["modern"]["position"], RECIPES["modern"]["mlp"])
-    assert (cfg.batch_size, model_cfg.block_size) == (train.CPU_DEFAULTS_MODERN["batch_size"],
-                                                      train.CPU_DEFAULTS_MODERN["block_size"])
-    assert cfg.time_budget == train.CPU_DEFAULTS["time_budget"]  # the same five minutes
+    assert (cfg.batch_size, model_cfg.block_size) == (run_module.CPU_DEFAULTS_MODERN["batch_size"],
+                                                      run_module.CPU_DEFAULTS_MODERN["block_size"])
+    assert cfg.time_budget == run_module.CPU_DEFAULTS["time_budget"]  # the same five minutes
     assert "recipe=modern" in capsys.readouterr().out
-    cfg, model_cfg = train.resolve_configs({"recipe": "modern", "block_size": 128}, cpu, None)
-    assert model_cfg.block_size == 128 and cfg.batch_size == train.CPU_DEFAULTS_MODERN["batch_size"]  # a flag wins
+    cfg, model_cfg = run_module.resolve_configs({"recipe": "modern", "block_size": 128}, cpu, train.TrainConfig)
+    assert model_cfg.block_size == 128 and cfg.batch_size == run_module.CPU_DEFAULTS_MODERN["batch_size"]  # a flag wins
     monkeypatch.delattr(torch.optim, "Muon", raising=False)  # torch 2.4 to 2.8: Muon is ours, so modern stays modern
-    cfg, model_cfg = train.resolve_configs({"recipe": "modern"}, cpu, None)
-    train.validate(cfg, model_cfg)
+    cfg, model_cfg = run_module.resolve_configs({"recipe": "modern"}, cpu, train.TrainConfig)
+    run_module.validate(cfg, model_cfg)
     assert (cfg.recipe, cfg.optimizer, model_cfg.position) == ("modern", "muon", "rope")
 
 
 @pytest.mark.parametrize("device", ["cuda", "mps"])
 def test_accelerators_default_to_medium(device):
-    cfg, model_cfg = train.resolve_configs({}, torch.device(device), None)
+    cfg, model_cfg = run_module.resolve_configs({}, torch.device(device), train.TrainConfig)
     assert cfg.preset == "medium" and cfg.max_iters == 5000 and cfg.batch_size == 64
     assert (model_cfg.n_layer, model_cfg.n_head, model_cfg.n_embd, model_cfg.block_size) == (6, 6, 384, 256)
     assert model_cfg.dropout == 0.2
 
 
 def test_explicit_preset_and_model_overrides():
-    cfg, model_cfg = train.resolve_configs({"preset": "small", "n_layer": 3, "dropout": 0.0}, torch.device("cpu"), None)
+    cfg, model_cfg = run_module.resolve_configs({"preset": "small", "n_layer": 3, "dropout": 0.0}, torch.device("cpu"), train.TrainConfig)
     assert cfg.preset == "small" and cfg.max_iters == 5000
     assert (model_cfg.n_layer, model_cfg.n_embd, model_cfg.dropout) == (3, 256, 0.0)
 
 
 def test_every_config_field_is_a_flag():
-    flags = train.parse_flags(["--batch_size", "3", "--n_embd", "48", "--no-bias", "--resume"])
+    flags = run_module.parse_flags(["--batch_size", "3", "--n_embd", "48", "--no-bias", "--resume"], train.TrainConfig)
     assert flags == {"batch_size": 3, "n_embd": 48, "bias": False, "resume": True}
 
 

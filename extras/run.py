@@ -1,0 +1,412 @@
+"""Setting up a training run from the command line, and ending it in one line when something goes wrong.
+
+train.py's main() hands its arguments to run_command(), which does everything around the loop:
+
+    flags -> settings     TrainConfig, RunControls and GPTConfig fields as flags, with the help text below; the
+                          CPU quick run's defaults, --recipe, then the flags given; checked before anything runs
+    device, precision     extras/precision.py decides, and the start-up line says why
+    --resume              last.pt loaded and checked against the flags given (extras/resume.py)
+    torchrun              ranks joined (extras/distributed.py, only under torchrun); rank 0 alone prints
+    data                  downloaded if it is the default corpus and missing, encoded or read from its cache
+    the start-up report   model, optimizer, data and batch, printed as the run starts (report_start)
+    errors                a mistake the user can fix, a full disk, running out of memory, Ctrl-C: one line on
+                          stderr and an exit code (docs/exit-codes.md), never a traceback
+"""
+
+import importlib.util
+import math
+import os
+import re
+import shlex
+import sys
+from contextlib import contextmanager, nullcontext, redirect_stdout
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import torch
+
+from extras.checkpoint import check_writable, save_checkpoint
+from extras.cli import EXIT_FAILED, EXIT_INTERRUPTED, CLIError, FlagParser, add_dataclass_flags
+from extras.dataset import DEFAULT_DATA, DataError, TokenData, prepare
+from extras.precision import Precision, make_precision
+from extras.ranks import Ranks, wait_for_all
+from extras.tokenizer import check_bpe_vocab_size
+from model import PRESETS, GPTConfig
+
+
+@dataclass
+class RunControls:
+    """How this process runs, not what it trains: flags like the others, but never saved as the run's
+    settings, so a run saved on one device resumes on another with other controls."""
+
+    resume: bool = False  # continue the run in out_dir from last.pt
+    overwrite: bool = False  # start a new run even if out_dir already holds one
+    device: str = "auto"  # auto, cpu, cuda or mps
+    dtype: str = "auto"  # auto, float32, bfloat16 or float16
+    compile: str = "auto"  # auto, on or off
+
+
+# The help text of every flag (`python train.py --help`): each is a field of TrainConfig (train.py),
+# RunControls (above) or GPTConfig (model.py), with the field's name and type.
+HELP = {
+    # TrainConfig
+    "data": "UTF-8 text file to train on, of any size",
+    "out_dir": "folder for checkpoints, metrics.csv, train_log.csv and loss.png",
+    "cache_dir": "folder for the encoded token files, reused while the text and tokenizer are unchanged",
+    "tokenizer": "char: one token per character; bpe: byte-level BPE trained on the train split "
+                 "(extras/bpe.py)",
+    "vocab_size": "BPE vocabulary size, the 256 bytes included (--tokenizer bpe)",
+    "preset": "model size",
+    "batch_size": "sequences per optimizer step, over all ranks and micro-steps (the global batch)",
+    "grad_accum_steps": "split each step's batch into this many micro-steps, to fit memory; same result",
+    "max_iters": "optimizer steps in the whole run",
+    "time_budget": "seconds of training; the run and its LR schedule end when they are spent (0: no limit)",
+    "recipe": "gpt2, or modern: the 2026 pieces measured to pay (RECIPES in extras/modern.py); flags given "
+              "on their own override it",
+    "optimizer": "adamw for everything, or muon for the weight matrices inside the blocks and AdamW for the "
+                 "rest",
+    "learning_rate": "peak learning rate, reached at the end of warmup",
+    "muon_lr": "peak learning rate of the Muon group (--optimizer muon), in AdamW's units",
+    "min_lr": "learning rate at the end of the cosine decay",
+    "warmup_iters": "steps of linear warmup from near 0 to learning_rate",
+    "weight_decay": "AdamW weight decay, applied to 2-D weights only",
+    "beta1": "AdamW beta1",
+    "beta2": "AdamW beta2",
+    "grad_clip": "clip the gradient norm to this (0 turns clipping off)",
+    "eval_interval": "evaluate and checkpoint every this many steps",
+    "eval_tokens": "evaluate on at most this many val tokens (the start of the val split) and as many train "
+                   "tokens",
+    "patience": "stop after this many evaluations without a new best val loss (0: never)",
+    "log_interval": "every this many steps, log the mean training loss since the last log point (progress "
+                    "bar, train_log.csv)",
+    "sample_chars": "tokens (characters, for char) to sample at the end of the run (0: none)",
+    "seed": "random seed. A run of --max_iters steps repeats exactly on a CPU with the same seed and flags; "
+            "a --time_budget run (the CPU default) does not, since the clock ends it and sets its learning "
+            "rate",
+    # RunControls
+    "resume": "continue the run in out_dir from last.pt",
+    "overwrite": "start a new run even if out_dir already holds one",
+    "device": "auto picks cuda, then mps, then cpu",
+    "dtype": "auto: bfloat16 on GPUs that have it, float16 on older GPUs, float32 elsewhere",
+    "compile": "torch.compile the training step: auto (CUDA with Triton only), on, off",
+    # GPTConfig
+    "block_size": "context length: the most tokens the model sees at once",
+    "n_layer": "number of transformer blocks",
+    "n_head": "attention heads per block; must divide n_embd",
+    "n_embd": "embedding width C",
+    "dropout": "dropout probability while training, in [0, 1)",
+    "bias": "biases in Linear and LayerNorm layers, as in GPT-2",
+    "position": "learned: a trained table of positions (GPT-2); rope: rotate queries and keys by position",
+    "norm": "layernorm (GPT-2) or rmsnorm: scale only, no centring, no bias",
+    "mlp": "gelu: 4x wide, GELU (GPT-2); swiglu: gated, 8/3x wide (about as many weights); relu2: 4x wide, "
+           "ReLU squared",
+    "qk_norm": "RMS-normalise each head's queries and keys, then attend",
+    "n_kv_head": "key/value heads, each shared by a group of query heads (grouped-query attention); must "
+                 "divide n_head",
+    "tie_weights": "the output head reuses the token embedding matrix (GPT-2); --no-tie_weights gives it its "
+                   "own",
+}
+CHOICES = {"tokenizer": ["char", "bpe"], "preset": list(PRESETS), "recipe": ["gpt2", "modern"],
+           "optimizer": ["adamw", "muon"], "device": ["auto", "cpu", "cuda", "mps"],
+           "dtype": ["auto", "float32", "bfloat16", "float16"], "compile": ["auto", "on", "off"],
+           "position": ["learned", "rope"], "norm": ["layernorm", "rmsnorm"], "mlp": ["gelu", "swiglu", "relu2"]}
+DEFAULT_HELP = {"data": "Tiny Shakespeare in data/, downloaded on first use", "cache_dir": "out_dir/cache",
+                "preset": "medium on GPU/MPS; a quick run on CPU", "muon_lr": "--learning_rate",
+                "n_kv_head": "n_head: ordinary multi-head attention"}
+MODEL_FLAGS = [f for f in fields(GPTConfig) if f.name != "vocab_size"]  # the vocabulary comes from the data
+
+# What `python train.py` runs on a CPU when no --preset is given: the medium preset would take about a day
+# there. Five minutes of the tiny preset instead, GPT-2 at the settings that did best in its 100-s runs
+# (docs/tune_cpu.sh: batch 32 x 64, lr 4e-3) and over 300 s (docs/ablate.sh cpu_default; docs/BENCHMARKS.md).
+# Flags override.
+CPU_DEFAULTS = {"preset": "tiny", "recipe": "gpt2", "batch_size": 32, "block_size": 64, "learning_rate": 4e-3,
+                "warmup_iters": 50, "time_budget": 300.0, "max_iters": 100_000, "eval_interval": 1000}
+# With --recipe modern, the modern recipe's own best in the same five minutes: RoPE lets the context grow to
+# 256 (batch 8 x 256), where GPT-2's position table trains worse, and Muon's lr 2e-3 won its 300-s runs.
+CPU_DEFAULTS_MODERN = {"batch_size": 8, "block_size": 256, "muon_lr": 2e-3}
+
+
+@dataclass
+class Run:
+    """A training run, set up: its settings, the data, where it runs, and last.pt's contents when resuming."""
+
+    cfg: object  # train.TrainConfig
+    model_cfg: GPTConfig
+    data: TokenData
+    precision: Precision
+    resume_from: dict | None
+    ranks: Ranks
+
+
+def run_command(argv, config_class, body) -> int:
+    """Parse argv into a Run of config_class's settings and call body(run), under torchrun on every rank.
+    Returns the exit code: a mistake or failure is one line on stderr (rank 0 speaks for all) and its code."""
+    ranks = Ranks()
+    try:
+        given = parse_flags(argv, config_class)
+        if "RANK" in os.environ:  # started by torchrun: join the other ranks
+            from extras.distributed import start_ranks
+            ranks = start_ranks(given.get("device", RunControls.device))
+        # One voice: under torchrun only rank 0 prints. The others' output goes nowhere; their errors show.
+        with open(os.devnull, "w") as devnull:
+            with redirect_stdout(devnull) if not ranks.is_main else nullcontext():
+                run = set_up(given, ranks, config_class)
+                with failures_explained(run):
+                    body(run)
+        wait_for_all(ranks)  # the ranks leave together (one that left early has been seen to abort gloo)
+        return 0
+    except CLIError as e:
+        # Rank 0 reports what all ranks hit alike (bad flags, bad data); the others only their own failures.
+        if ranks.is_main or (e.code == EXIT_FAILED and str(e)):
+            print(f"error: {e}" if ranks.is_main else f"error on rank {ranks.rank}: {e}", file=sys.stderr)
+        return e.code
+    # Under torchrun, when rank 0 stops on an error of its own (a full disk: only rank 0 writes), the others
+    # find the connection closed at their next collective (gloo's words); rank 0's line has said why.
+    except RuntimeError as e:
+        if ranks.is_main or "closed by peer" not in str(e):
+            raise
+        print(f"error on rank {ranks.rank}: stopped, as rank 0 did (its error says why)", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (start-up, the closing sample): nothing to save
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if ranks.launched:
+            from extras.distributed import stop_ranks
+            stop_ranks()
+
+
+def parse_flags(argv, config_class) -> dict:
+    """Parse argv into a dict holding only the flags the user actually gave."""
+    parser = FlagParser(description="Train a character-level GPT.")
+    for title, group, default_text in [
+            ("training", fields(config_class), lambda f: f"default: {DEFAULT_HELP.get(f.name, f.default)}"),
+            ("running (not saved with the run)", fields(RunControls), lambda f: f"default: {f.default}"),
+            ("model (override the preset)", MODEL_FLAGS,
+             lambda f: f"default: {DEFAULT_HELP.get(f.name, 'from the preset')}")]:
+        add_dataclass_flags(parser.add_argument_group(title), group, HELP, CHOICES, default_text)
+    return vars(parser.parse_args(argv))
+
+
+def set_up(given: dict, ranks: Ranks, config_class) -> Run:
+    """Pick the device and precision, check the flags and any checkpoint to resume, and load the data."""
+    control_names = {f.name for f in fields(RunControls)}
+    controls = RunControls(**{k: v for k, v in given.items() if k in control_names})
+    given = {k: v for k, v in given.items() if k not in control_names}  # what is left are the run's settings
+    precision = make_precision(controls.device, controls.dtype, controls.compile,
+                               local_rank=ranks.local_rank if ranks.launched else None)
+    device = precision.device
+    if ranks.launched and device.type == "mps":
+        raise CLIError("torchrun needs CUDA GPUs or CPUs: torch.distributed cannot use Apple MPS; add "
+                       "--device cpu")
+    print(precision.describe()
+          + (f" | {torch.get_num_threads()} CPU threads" if device.type == "cpu" else "")
+          + (f" | {ranks.world_size} ranks ({torch.distributed.get_backend()})" if ranks.launched else ""))
+    precision.apply()
+
+    out_dir = Path(given.get("out_dir", config_class.out_dir))
+    resume_from = None
+    if controls.resume:
+        from extras.resume import load_resumable, resumed_configs  # only for --resume
+        resume_from = load_resumable(out_dir / "last.pt")
+        cfg, model_cfg = resumed_configs(resume_from, given, config_class)
+    else:
+        if (out_dir / "last.pt").exists() and not controls.overwrite:
+            raise CLIError(f"{out_dir} already holds a run; continue it with --resume, start over with "
+                           "--overwrite, or pick another --out_dir")
+        cfg, model_cfg = resolve_configs(given, device, config_class)
+    validate(cfg, model_cfg, ranks.world_size)
+
+    # The data: downloaded if need be, encoded or read back from its token cache. Under torchrun, rank 0 first.
+    if ranks.launched:
+        from extras.distributed import rank_zero_first
+        data = rank_zero_first(lambda: check_writable(out_dir) or load_data(cfg, resume_from),
+                               lambda: load_data(cfg, resume_from), ranks)
+    else:
+        check_writable(out_dir)
+        data = load_data(cfg, resume_from)
+    if resume_from is None:
+        model_cfg = replace(model_cfg, vocab_size=data.tokenizer.vocab_size)
+    T = model_cfg.block_size
+    if len(data.val) < T + 1 or len(data.train) < T + 1:
+        raise CLIError(f"data file {cfg.data or DEFAULT_DATA} gives {len(data.train):,} train and {len(data.val):,} val "
+                       f"tokens; with block_size {T} each split needs at least {T + 1} (one window). Use "
+                       "more text or a smaller --block_size")
+    if resume_from:
+        print(f"resuming {out_dir / 'last.pt'} at step {resume_from['step']} of {cfg.max_iters}")
+    return Run(cfg, model_cfg, data, precision, resume_from, ranks)
+
+
+def resolve_configs(given: dict, device: torch.device, config_class):
+    """Turn the given flags into (TrainConfig, GPTConfig) for a new run: the preset, then the CPU quick run's
+    defaults, then the recipe, then the flags given. The GPTConfig's vocab_size is the preset's until the
+    tokenizer is known (set_up sets it)."""
+    train_names = {f.name for f in fields(config_class)}
+    if "vocab_size" in given and given.get("tokenizer", config_class.tokenizer) != "bpe":
+        raise CLIError("--vocab_size sets the size of a BPE vocabulary: add --tokenizer bpe "
+                       "(a char vocabulary is simply every character in the text)")
+    settings = dict(given)
+    if device.type == "cpu" and "preset" not in given:
+        recipe = given.get("recipe", CPU_DEFAULTS["recipe"])
+        defaults = {**CPU_DEFAULTS, "recipe": recipe, **(CPU_DEFAULTS_MODERN if recipe == "modern" else {})}
+        settings = {**defaults, **given}
+        chosen = ", ".join(f"{k}={v}" for k, v in defaults.items())
+        print(f"CPU and no --preset: using a quick run ({chosen}); pass --preset or any of these flags to "
+              "choose yourself")
+    preset = settings.pop("preset", None) or "medium"
+    if settings.get("recipe", config_class.recipe) != "gpt2":  # GPT-2 is every field's default already
+        from extras.modern import RECIPES
+        settings = {**RECIPES[settings["recipe"]], **settings}  # flags given win over the recipe
+    cfg = config_class(**{k: v for k, v in settings.items() if k in train_names}, preset=preset)
+    model_cfg = replace(PRESETS[preset], **{k: v for k, v in settings.items() if k not in train_names})
+    return cfg, model_cfg
+
+
+def validate(cfg, model_cfg: GPTConfig, world_size: int = 1) -> None:
+    """Reject settings that cannot train, naming the flag."""
+    must_be_positive = [(cfg, "batch_size"), (cfg, "max_iters"), (cfg, "learning_rate"),
+                        (cfg, "eval_interval"), (cfg, "log_interval"), (cfg, "eval_tokens"),
+                        (cfg, "grad_accum_steps"), (model_cfg, "block_size"), (model_cfg, "n_layer"),
+                        (model_cfg, "n_head"), (model_cfg, "n_embd")]
+    for config, name in must_be_positive:
+        if not getattr(config, name) > 0:
+            raise CLIError(f"--{name} must be positive, got {getattr(config, name)}")
+    for name in ("min_lr", "warmup_iters", "weight_decay", "grad_clip", "sample_chars", "patience",
+                 "time_budget"):
+        if getattr(cfg, name) < 0:
+            raise CLIError(f"--{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.min_lr > cfg.learning_rate:
+        raise CLIError(f"--min_lr ({cfg.min_lr}) must not exceed --learning_rate ({cfg.learning_rate})")
+    if not 0 <= model_cfg.dropout < 1:
+        raise CLIError(f"--dropout must be in [0, 1), got {model_cfg.dropout}")
+    try:
+        model_cfg.check()
+    except ValueError as e:  # its message names the fields, which are the flags
+        raise CLIError(re.sub(r"\b(n_embd|n_head|n_kv_head|position)\b", r"--\1", str(e))) from None
+    if cfg.muon_lr is not None and not cfg.muon_lr > 0:
+        raise CLIError(f"--muon_lr must be positive, got {cfg.muon_lr}")
+    if cfg.tokenizer == "bpe":
+        try:
+            check_bpe_vocab_size(cfg.vocab_size)  # here too, so a bad size fails before the text is read
+        except ValueError as e:
+            raise CLIError(f"--{e}") from None
+    # The global batch is shared out evenly: each rank runs grad_accum_steps micro-batches of equal size.
+    parts = world_size * cfg.grad_accum_steps
+    if cfg.batch_size % parts:
+        raise CLIError(f"--batch_size {cfg.batch_size} does not split evenly over {world_size} rank(s) x "
+                       f"{cfg.grad_accum_steps} micro-step(s); use a multiple of {parts}, "
+                       f"e.g. --batch_size {math.ceil(cfg.batch_size / parts) * parts}")
+
+
+def load_data(cfg, resume_from: dict | None) -> TokenData:
+    """The run's text as token ids: Tiny Shakespeare downloaded first if it is the corpus and missing, then
+    encoded (or read back from the token cache)."""
+    data_path = Path(cfg.data) if cfg.data else DEFAULT_DATA
+    if data_path.resolve() == DEFAULT_DATA.resolve() and not data_path.exists():
+        from extras.download import DATA_SHA256, DATA_URL, download  # only the first time
+        print(f"downloading Tiny Shakespeare to {data_path} ...")
+        try:
+            download(DATA_URL, data_path, DATA_SHA256)
+        except DataError as e:
+            raise CLIError(str(e), EXIT_FAILED) from None
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out_dir) / "cache"
+    tokenizer = None
+    try:
+        if resume_from is not None:
+            from extras.tokenizer import tokenizer_from_checkpoint
+            tokenizer = tokenizer_from_checkpoint(resume_from)
+        return prepare(data_path, cache_dir, tokenizer=tokenizer, kind=cfg.tokenizer, vocab_size=cfg.vocab_size)
+    except DataError as e:
+        resumed_char = tokenizer is not None and "not in the vocabulary" in str(e)
+        hint = "; --resume needs text in the checkpoint's vocabulary" if resumed_char else ""
+        raise CLIError(f"{e}{hint}") from None
+    # a tokenizer that cannot be built: no `tokenizers` package, a damaged checkpoint entry
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+
+
+def report_start(model, optimizers: list, data: TokenData, cfg, evals, ranks: Ranks) -> None:
+    """Print what is about to train: the model, the optimizers, the data and the batch."""
+    c, T, A = model.config, model.config.block_size, cfg.grad_accum_steps
+    print(f"model: {model.num_params():,} parameters | {c.n_layer} layers, {c.n_head} heads, {c.n_embd} "
+          f"wide, context {T}, dropout {c.dropout} | recipe {cfg.recipe}: {c.pieces()}")
+    described = []
+    for o in optimizers:
+        n = sum(p.numel() for g in o.param_groups for p in g["params"])
+        about = f"{type(o).__name__} ({n:,} parameters, peak lr {o.param_groups[0]['peak_lr']:g}"
+        if hasattr(o, "ns_dtype"):  # Muon: the dtype of its orthogonalisation, and why that one
+            from extras.modern import pick_muon_dtype
+            dtype, why = str(o.ns_dtype).removeprefix("torch."), pick_muon_dtype(next(model.parameters()).device)[1]
+            about += f"; Newton-Schulz in {dtype}: {why}"
+        described.append(about + ")")
+    print("optimizer: " + " + ".join(described))
+    n_tokens = len(data.train) + len(data.val)
+    print(f"data: {len(data.train):,} train / {len(data.val):,} val tokens ({data.tokenizer.kind}, vocab "
+          f"{data.tokenizer.vocab_size:,}, {data.n_chars / n_tokens:.2f} characters per token)"
+          + (f" | evaluating on the first {evals.n_val_targets:,} val tokens (--eval_tokens)"
+             if len(data.val) > cfg.eval_tokens + 1 else ""))
+    B_micro = cfg.batch_size // (ranks.world_size * A)
+    split = f" ({ranks.world_size} ranks x {A} micro-steps x {B_micro} sequences)"
+    split = split if B_micro != cfg.batch_size else ""
+    print(f"batch: {cfg.batch_size} sequences x {T} tokens = {cfg.batch_size * T:,} tokens per step{split}")
+    embedding_share = c.vocab_size * c.n_embd / model.num_params()
+    if data.tokenizer.kind == "char" and embedding_share > 0.5:
+        print(f"warning: the token embedding holds {embedding_share:.0%} of the parameters: with "
+              f"{c.vocab_size:,} characters most are rare and their vectors barely train. Consider "
+              "--tokenizer bpe (any script from 256 bytes), or a wider model")
+    if importlib.util.find_spec("matplotlib") is None:
+        print("matplotlib is not installed, so no loss.png (pip install matplotlib); metrics.csv and "
+              "train_log.csv have the numbers")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# How a run ends when it does not finish: each a one-line error with an exit code (docs/exit-codes.md).
+
+
+def resume_command(out_dir, ranks: Ranks) -> str:
+    """The command that continues the run in out_dir from its last.pt, launched as this one was."""
+    launcher = f"torchrun --standalone --nproc_per_node={ranks.world_size}" if ranks.launched else "python"
+    return f"{launcher} train.py --resume --out_dir {shlex.quote(str(out_dir))}"
+
+
+def non_finite(step: int) -> CLIError:
+    """The error for a loss that became NaN or infinite; checkpoints from earlier evaluations stay as they
+    were."""
+    return CLIError(f"the loss became non-finite at step {step}; try a lower --learning_rate or --dtype "
+                    "float32. Checkpoints from earlier evaluations are intact", EXIT_FAILED)
+
+
+def interrupted(clock, log, last: dict, ranks: Ranks) -> CLIError:
+    """Ctrl-C or SIGTERM: save last.pt (the train log first, so it holds every step last.pt has taken) and
+    return the error that says how to go on, with the shell's exit code for the signal (130, 143)."""
+    out_dir = Path(last["train_config"]["out_dir"])
+    log.write()
+    if ranks.is_main:
+        save_checkpoint(out_dir / "last.pt", last)
+    return CLIError(f"interrupted ({clock.signal_name()}) at step {last['step']}; saved {out_dir / 'last.pt'}. "
+                    f"Continue with: {resume_command(out_dir, ranks)}", clock.exit_code())
+
+
+@contextmanager
+def failures_explained(run: Run):
+    """Inside it, running out of memory or failing to write into out_dir becomes one line that says what to
+    do; the checkpoints saved so far are intact either way."""
+    cfg, out_dir = run.cfg, Path(run.cfg.out_dir)
+    try:
+        yield
+    except (RuntimeError, MemoryError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError; so is MPS's
+        if not (isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()):
+            raise
+        raise CLIError(f"ran out of memory on {run.precision.device}: lower --batch_size (now {cfg.batch_size}) "
+                       f"or --block_size (now {run.model_cfg.block_size}), raise --grad_accum_steps (now "
+                       f"{cfg.grad_accum_steps}; same batch, less memory), or pick a smaller --preset. "
+                       "Checkpoints from earlier evaluations are intact", EXIT_FAILED) from None
+    # A write into out_dir failed (a full disk, a quota, a drive gone). Checkpoints and loss.png are replaced
+    # whole or not at all (extras/files.py) and a failed CSV append is cut back, so what was saved is still
+    # there to resume from.
+    except OSError as e:
+        then = (f"continue with: {resume_command(out_dir, run.ranks)}" if (out_dir / "last.pt").exists()
+                else "run the same command again")
+        raise CLIError(f"could not write {e.filename or out_dir} ({e.strerror or e}): free some space there "
+                       f"(or copy {out_dir} to a disk with room and pass that --out_dir), then {then}. The "
+                       "checkpoints saved before are intact", EXIT_FAILED) from None
