@@ -2,10 +2,12 @@
 
     python bench.py                                   # every preset on the auto-picked device
     python bench.py --presets medium --compile on     # one preset, compiled
-    python bench.py --presets tiny --recipes gpt2,modern   # the GPT-2 and the modern recipe's step, side by side
+    python bench.py --presets tiny --recipes gpt2,modern
+                                                      # the GPT-2 and the modern recipe's step, side by side
     python bench.py --quick                           # tiny settings, a few seconds (CI runs this)
     python bench.py --metrics out/metrics.csv --target_loss 1.47   # when did a run first reach a val loss?
-    python bench.py --data_mb 300                     # encoding a 300 MB text: first time, cached, peak memory
+    python bench.py --data_mb 300                     # encoding a 300 MB text: first time, cached,
+                                                      # peak memory
     python bench.py --optimizer_step                  # the AdamW step alone: multi-tensor against fused
     python bench.py --matmul                          # is bfloat16 native here? a matmul in each dtype
     python bench.py --gpu_check                       # on a GPU: tests, speed, medium with each recipe
@@ -36,7 +38,8 @@ from extras.cli import EXIT_FAILED, CLIError, FlagParser, run_cli
 from extras.dataset import DEFAULT_DATA
 from extras.metrics import read_metrics
 from model import GPT, PRESETS, GPTConfig
-from extras.precision import Precision, cpu_class, cpu_has_native_bfloat16, make_precision
+from extras.device import cpu_class, cpu_has_native_bfloat16
+from extras.precision import Precision, make_precision
 from extras.engine import generate
 from extras.modern import RECIPES, pick_muon_dtype
 from extras.step import configure_optimizer
@@ -49,8 +52,9 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def time_training(preset: str, batch_size: int, block_size: int, steps: int, warmup: int, precision: Precision,
-                  recipe: str = "gpt2", work_dir: Path = Path("out/bench-train")) -> dict:
+def time_training(preset: str, batch_size: int, block_size: int, steps: int, warmup: int,
+                  precision: Precision, recipe: str = "gpt2",
+                  work_dir: Path = Path("out/bench-train")) -> dict:
     """Seconds per optimizer step of preset with train.py's --recipe, at batch_size x block_size: train.py
     itself, run for warmup + steps steps on a random 65-character text in precision's device, dtype and
     compile setting, timed over the last `steps` (the tokens/s its metrics.csv reports for the steps after the
@@ -61,26 +65,28 @@ def time_training(preset: str, batch_size: int, block_size: int, steps: int, war
         chars = [chr(c) for c in range(33, 98)]
         text.write_text("".join(random.Random(0).choices(chars, k=200_000)), encoding="utf-8")
     run_dir = work_dir / f"{preset}-{recipe}"
-    flags = ["--data", str(text), "--out_dir", str(run_dir), "--overwrite", "--preset", preset, "--recipe", recipe,
-             "--batch_size", str(batch_size), "--block_size", str(block_size), "--max_iters", str(warmup + steps),
-             "--eval_interval", str(warmup or steps), "--eval_tokens", str(2 * block_size), "--sample_chars", "0",
-             "--seed", "0", "--device", precision.device.type, "--dtype", str(precision.dtype).removeprefix("torch."),
+    flags = ["--data", str(text), "--out_dir", str(run_dir), "--overwrite", "--preset", preset,
+             "--recipe", recipe, "--batch_size", str(batch_size), "--block_size", str(block_size),
+             "--max_iters", str(warmup + steps), "--eval_interval", str(warmup or steps),
+             "--eval_tokens", str(2 * block_size), "--sample_chars", "0", "--seed", "0",
+             "--device", precision.device.type, "--dtype", str(precision.dtype).removeprefix("torch."),
              "--compile", "on" if precision.compile else "off"]
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "train.py"), *flags],
                           capture_output=True, text=True, encoding="utf-8", errors="replace")
     if proc.returncode:
         last_line = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        raise CLIError(f"train.py {' '.join(flags)} failed (exit {proc.returncode}): {last_line}", EXIT_FAILED)
+        raise CLIError(f"train.py {' '.join(flags)} failed (exit {proc.returncode}): {last_line}",
+                       EXIT_FAILED)
     tokens_per_s = read_metrics(run_dir / "metrics.csv")[-1]["tokens_per_s"]
     compiled = re.search(r"compiled the model in ([\d.]+)s", proc.stdout)
     pieces = {k: v for k, v in RECIPES[recipe].items() if k != "optimizer"}
     params = GPT(replace(PRESETS[preset], vocab_size=65, block_size=block_size, **pieces)).num_params()
-    return {"params": params, "s_per_step": batch_size * block_size / tokens_per_s, "tokens_per_s": tokens_per_s,
-            "compile_s": float(compiled.group(1)) if compiled else 0.0}
+    return {"params": params, "s_per_step": batch_size * block_size / tokens_per_s,
+            "tokens_per_s": tokens_per_s, "compile_s": float(compiled.group(1)) if compiled else 0.0}
 
 
-def time_generation(preset: str, new_tokens: int, device: torch.device, use_cache: bool, window: str = "shift",
-                    dtype: torch.dtype = torch.float32, repeats: int = 1) -> float:
+def time_generation(preset: str, new_tokens: int, device: torch.device, use_cache: bool,
+                    window: str = "shift", dtype: torch.dtype = torch.float32, repeats: int = 1) -> float:
     """Tokens per second generating new_tokens from a one-token prompt, the median of `repeats` runs (weights
     are random: speed does not care)."""
     torch.manual_seed(0)
@@ -92,7 +98,8 @@ def time_generation(preset: str, new_tokens: int, device: torch.device, use_cach
     for _ in range(repeats):
         synchronize(device)
         t0 = time.perf_counter()
-        generate(model, start, new_tokens, temperature=1.0, generator=torch.Generator().manual_seed(0), **sampling)
+        generate(model, start, new_tokens, temperature=1.0, generator=torch.Generator().manual_seed(0),
+                 **sampling)
         synchronize(device)
         rates.append(new_tokens / (time.perf_counter() - t0))
     return sorted(rates)[len(rates) // 2]
@@ -101,37 +108,40 @@ def time_generation(preset: str, new_tokens: int, device: torch.device, use_cach
 def half_width_dtype(device: torch.device) -> torch.dtype:
     """The 16-bit dtype generation's weights are measured in on this device: bfloat16 where it is native (or
     on a CPU, to show what it costs there), float16 elsewhere."""
-    native_bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False))
+    native_bf16 = device.type == "cpu" or (device.type == "cuda"
+                                           and torch.cuda.is_bf16_supported(including_emulation=False))
     return torch.bfloat16 if native_bf16 else torch.float16
 
 
 # The ways of generating that bench.py times, by name: (use_cache, window, half-width weights).
-GENERATION_WAYS = {"recompute": (False, "slide", False), "slide": (True, "slide", False), "shift": (True, "shift", False),
-                   "shift_half": (True, "shift", True)}
+GENERATION_WAYS = {"recompute": (False, "slide", False), "slide": (True, "slide", False),
+                   "shift": (True, "shift", False), "shift_half": (True, "shift", True)}
 
 
 def generation_rates(preset: str, new_tokens: int, device: torch.device, repeats: int) -> dict[str, float]:
     """Tokens/s for each of GENERATION_WAYS: full recomputation of the window at every step (nanoGPT's
     sample.py), the KV cache with the slide and shift windows, and shift with half-width weights."""
     half = half_width_dtype(device)
-    return {name: time_generation(preset, new_tokens, device, use_cache, window, half if halved else torch.float32,
-                                  repeats) for name, (use_cache, window, halved) in GENERATION_WAYS.items()}
+    return {name: time_generation(preset, new_tokens, device, use_cache, window,
+                                  half if halved else torch.float32, repeats)
+            for name, (use_cache, window, halved) in GENERATION_WAYS.items()}
 
 
 def generation_table(presets: list[str], new_tokens: int, device: torch.device, repeats: int) -> list[str]:
     """Markdown lines: generation_rates per preset, and the speed-ups of shift over recomputation."""
     fast = str(half_width_dtype(device)).removeprefix("torch.")
-    lines = ["", f"Generation, {new_tokens} new tokens from a one-token prompt, batch 1, tokens/s, the median of "
-             f"{repeats} run{'s' * (repeats > 1)} (recompute: the whole "
-             "window at every step, as nanoGPT's sample.py; slide: the same window, cached while the text fits; shift: "
-             "keeps the last half of a full window and goes on cached; float32 unless named):", "",
-             f"| preset | recompute | slide, cached | shift, cached | shift, cached, {fast} weights | shift / recompute "
-             f"| shift {fast} / recompute |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["", f"Generation, {new_tokens} new tokens from a one-token prompt, batch 1, tokens/s, the "
+             f"median of {repeats} run{'s' * (repeats > 1)} (recompute: the whole window at every step, as "
+             "nanoGPT's sample.py; slide: the same window, cached while the text fits; shift: keeps the last "
+             "half of a full window and goes on cached; float32 unless named):", "",
+             f"| preset | recompute | slide, cached | shift, cached | shift, cached, {fast} weights "
+             f"| shift / recompute | shift {fast} / recompute |", "|---|---:|---:|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
     for preset in presets:
         r = generation_rates(preset, new_tokens, device, repeats)
         lines.append(f"| {preset} | {r['recompute']:,.0f} | {r['slide']:,.0f} | {r['shift']:,.0f} | "
-                     f"{r['shift_half']:,.0f} | {r['shift'] / r['recompute']:.1f}x | {r['shift_half'] / r['recompute']:.1f}x |")
+                     f"{r['shift_half']:,.0f} | {r['shift'] / r['recompute']:.1f}x | "
+                     f"{r['shift_half'] / r['recompute']:.1f}x |")
         print(lines[-1], flush=True)
     return lines
 
@@ -140,14 +150,16 @@ def make_big_text(path: Path, megabytes: int, source: Path) -> None:
     """Write about megabytes MB of text: source's lines in a seeded random order, with a line of other scripts
     now and then so the vocabulary is wider than English's."""
     lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
-    extra = ["Ἐν ἀρχῇ ἦν ὁ λόγος.\n", "В начале было Слово.\n", "太初有道。\n", "🎭 Exeunt omnes.\n"]
+    extra = ["Ἐν ἀρχῇ ἦν ὁ λόγος.\n", "В начале было Слово.\n",
+             "太初有道。\n", "🎭 Exeunt omnes.\n"]
     rng = random.Random(0)
     path.parent.mkdir(parents=True, exist_ok=True)
     target = megabytes * 1_000_000
     with open(path, "w", encoding="utf-8") as f:
         written = 0
         while written < target:
-            chunk = "".join(rng.choice(extra) if rng.random() < 0.01 else rng.choice(lines) for _ in range(10_000))
+            chunk = "".join(rng.choice(extra) if rng.random() < 0.01 else rng.choice(lines)
+                            for _ in range(10_000))
             written += f.write(chunk)  # characters, a little under bytes: close enough for a size label
 
 
@@ -172,8 +184,8 @@ def run_measured(script: str, *args: str) -> tuple[float, float, float, str]:
     allocated (anonymous) memory at exit, both in MB, and its stdout. A failure is a CLIError with its last
     stderr line. Linux only (it reads /proc)."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", PEAK_MEMORY_WRAPPER, script, *args], cwd=Path(__file__).resolve().parent,
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", PEAK_MEMORY_WRAPPER, script, *args],
+                          cwd=Path(__file__).resolve().parent, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     last = (proc.stderr.strip().splitlines() or ["?"])[-1]
     if proc.returncode or not last.startswith("memory_kb="):
@@ -183,9 +195,10 @@ def run_measured(script: str, *args: str) -> tuple[float, float, float, str]:
 
 
 def time_encoding(text_path: Path, cache_dir: Path, kind: str, vocab_size: int) -> dict:
-    """Seconds and peak memory of dataset.prepare() in a fresh Python process (which does not import torch)."""
-    _, peak_mb, _, out = run_measured("extras/dataset.py", str(text_path), "--cache_dir", str(cache_dir), "--tokenizer", kind,
-                                   "--vocab_size", str(vocab_size))
+    """Seconds and peak memory of dataset.prepare() in a fresh Python process (which does not import
+    torch)."""
+    _, peak_mb, _, out = run_measured("extras/dataset.py", str(text_path), "--cache_dir", str(cache_dir),
+                                   "--tokenizer", kind, "--vocab_size", str(vocab_size))
     return {**json.loads(out.strip().splitlines()[-1]), "peak_mb": peak_mb}
 
 
@@ -193,15 +206,17 @@ def encoding_table(megabytes: int, work_dir: Path, bpe_vocab: int) -> list[str]:
     """Markdown lines: first and cached prepare() of a generated text, char and BPE; then training's peak
     memory on that text against Tiny Shakespeare's."""
     if not DEFAULT_DATA.exists():
-        raise CLIError(f"the encoding benchmark builds its text from Tiny Shakespeare at {DEFAULT_DATA}; run train.py once")
+        raise CLIError(f"the encoding benchmark builds its text from Tiny Shakespeare at {DEFAULT_DATA}; "
+                       "run train.py once")
     text_path = work_dir / f"text-{megabytes}MB.txt"
     if not text_path.exists():
         make_big_text(text_path, megabytes, DEFAULT_DATA)
     size_mb = text_path.stat().st_size / 1e6
-    lines = ["", f"Encoding {text_path} ({size_mb:,.0f} MB; Tiny Shakespeare's lines shuffled, 1% in other scripts) "
-             "with `dataset.prepare()`, each run in a fresh process. Peak memory is the whole process's, Python, "
-             "numpy and tokenizers included:", "",
-             "| tokenizer | run | seconds | MB/s | peak memory MB | tokens | vocab |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["", f"Encoding {text_path} ({size_mb:,.0f} MB; Tiny Shakespeare's lines shuffled, 1% in other "
+             "scripts) with `dataset.prepare()`, each run in a fresh process. Peak memory is the whole "
+             "process's, Python, numpy and tokenizers included:", "",
+             "| tokenizer | run | seconds | MB/s | peak memory MB | tokens | vocab |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
     for kind in ("char", "bpe") if bpe_vocab else ("char",):
         cache_dir = work_dir / f"cache-{kind}"
@@ -211,28 +226,32 @@ def encoding_table(megabytes: int, work_dir: Path, bpe_vocab: int) -> list[str]:
             r = time_encoding(text_path, cache_dir, kind, bpe_vocab)
             assert r["from_cache"] == (run == "cached")
             name = kind if kind == "char" else f"bpe {bpe_vocab}"
-            lines.append(f"| {name} | {run} | {r['seconds']:,.1f} | {size_mb / r['seconds']:,.0f} | {r['peak_mb']:,.0f} | "
-                         f"{r['tokens']:,} | {r['vocab']:,} |")
+            lines.append(f"| {name} | {run} | {r['seconds']:,.1f} | {size_mb / r['seconds']:,.0f} | "
+                         f"{r['peak_mb']:,.0f} | {r['tokens']:,} | {r['vocab']:,} |")
             print(lines[-1], flush=True)
-    lines += ["", "Training on it: `train.py --preset tiny --max_iters 50 --device cpu` with the char cache above, "
-              "against the same on Tiny Shakespeare (whole processes, torch included; resident memory counts the "
-              "pages of the memory-mapped token file that batches have read, which the kernel can drop at will):", "",
-              "| text | size MB | wall seconds | peak resident MB | allocated MB at exit |", "|---|---:|---:|---:|---:|"]
+    lines += ["", "Training on it: `train.py --preset tiny --max_iters 50 --device cpu` with the char cache "
+              "above, against the same on Tiny Shakespeare (whole processes, torch included; resident memory "
+              "counts the pages of the memory-mapped token file that batches have read, which the kernel can "
+              "drop at will):", "",
+              "| text | size MB | wall seconds | peak resident MB | allocated MB at exit |",
+              "|---|---:|---:|---:|---:|"]
     print("\n".join(lines[-5:]), flush=True)
     for name, path, cache_dir in (("Tiny Shakespeare", DEFAULT_DATA, work_dir / "cache-shakespeare"),
                                   (text_path.name, text_path, work_dir / "cache-char")):
         flags = ["--data", str(path), "--cache_dir", str(cache_dir), "--out_dir", str(work_dir / "train-out"),
-                 "--overwrite", "--preset", "tiny", "--max_iters", "50", "--eval_interval", "50", "--eval_tokens",
-                 "100000", "--sample_chars", "0", "--device", "cpu"]
+                 "--overwrite", "--preset", "tiny", "--max_iters", "50", "--eval_interval", "50",
+                 "--eval_tokens", "100000", "--sample_chars", "0", "--device", "cpu"]
         run_measured("train.py", *flags)  # once to fill the cache, so the measured run is a second start
         seconds, peak_mb, anon_mb, _ = run_measured("train.py", *flags)
-        lines.append(f"| {name} | {path.stat().st_size / 1e6:,.0f} | {seconds:,.1f} | {peak_mb:,.0f} | {anon_mb:,.0f} |")
+        lines.append(f"| {name} | {path.stat().st_size / 1e6:,.0f} | {seconds:,.1f} | {peak_mb:,.0f} | "
+                     f"{anon_mb:,.0f} |")
         print(lines[-1], flush=True)
     return lines
 
 
 def first_and_best(metrics_path: Path, target: float) -> tuple[dict | None, dict, dict]:
-    """From a run's metrics.csv: the first evaluation at or below target (None if none), the best, and the last."""
+    """From a run's metrics.csv: the first evaluation at or below target (None if none), the best, and the
+    last."""
     rows = read_metrics(metrics_path)
     hit = next((r for r in rows if r["val_loss"] <= target), None)
     return hit, min(rows, key=lambda r: r["val_loss"]), rows[-1]
@@ -242,7 +261,8 @@ def time_to_target(metrics_path: Path, target: float) -> str:
     """The first evaluation in a run's metrics.csv whose val loss is at or below target, as a sentence."""
     hit, best, _ = first_and_best(metrics_path, target)
     if hit is None:
-        return f"{metrics_path}: val loss never reached {target} (best {best['val_loss']:.4f} at step {best['step']:.0f})"
+        return (f"{metrics_path}: val loss never reached {target} (best {best['val_loss']:.4f} at step "
+                f"{best['step']:.0f})")
     return (f"{metrics_path}: val loss {hit['val_loss']:.4f} <= {target} first at step {hit['step']:.0f}, "
             f"{hit['elapsed_s']:.1f}s into training (best {best['val_loss']:.4f} at step {best['step']:.0f})")
 
@@ -254,7 +274,8 @@ def compare_runs(folder: Path) -> list[str]:
     variants = sorted(p for p in folder.iterdir() if p.is_dir() and any(p.glob("seed*/metrics.csv")))
     if not variants:
         raise CLIError(f"no finished runs under {folder} (expected {folder}/VARIANT/seedN/metrics.csv)")
-    lines = ["| variant | flags | parameters | val loss per seed | mean val loss | bits/char | tokens/s | steps |",
+    lines = ["| variant | flags | parameters | val loss per seed | mean val loss | bits/char | tokens/s "
+             "| steps |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for variant in variants:
         runs = sorted(variant.glob("seed*/metrics.csv"))
@@ -265,9 +286,11 @@ def compare_runs(folder: Path) -> list[str]:
         config = torch.load(runs[0].parent / "last.pt", map_location="cpu", weights_only=True)
         n_params = GPT(GPTConfig(**config["model_config"])).num_params()
         losses = [r["val_loss"] for r in finals]
-        flags = (variant / "flags.txt").read_text(encoding="utf-8").strip() if (variant / "flags.txt").exists() else ""
-        lines.append(f"| {variant.name} | `{flags}` | {n_params:,} | {' / '.join(f'{v:.4f}' for v in losses)} | "
-                     f"{sum(losses) / len(losses):.4f} | {sum(r['val_bpc'] for r in finals) / len(finals):.3f} | "
+        flags = ((variant / "flags.txt").read_text(encoding="utf-8").strip()
+                 if (variant / "flags.txt").exists() else "")
+        lines.append(f"| {variant.name} | `{flags}` | {n_params:,} | "
+                     f"{' / '.join(f'{v:.4f}' for v in losses)} | {sum(losses) / len(losses):.4f} | "
+                     f"{sum(r['val_bpc'] for r in finals) / len(finals):.3f} | "
                      f"{sum(r['tokens_per_s'] for r in finals) / len(finals):,.0f} | "
                      f"{' / '.join(str(int(r['step'])) for r in finals)} |")
         print(lines[-1], flush=True)
@@ -276,7 +299,8 @@ def compare_runs(folder: Path) -> list[str]:
 
 def machine_line(device: torch.device) -> str:
     """What this ran on, for the record."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else platform.processor() or platform.machine())
     if device.type == "cpu":
         name += f"; {cpu_class()}"  # the class decides which dtypes are fast here
     return (f"Device: {device} ({name}); {torch.get_num_threads()} CPU threads; torch {torch.__version__}; "
@@ -308,7 +332,8 @@ def optimizer_table(presets: list[str], steps: int, warmup: int, device: torch.d
     """Markdown lines: AdamW step time per preset, the multi-tensor kernels against the fused one."""
     lines = ["", f"AdamW step alone (gradients given), {steps} timed steps after {warmup} warm-up, float32, "
              "foreach and fused alternated three times, median:", "",
-             "| preset | parameters | foreach ms/step | fused ms/step | fused speed-up |", "|---|---:|---:|---:|---:|"]
+             "| preset | parameters | foreach ms/step | fused ms/step | fused speed-up |",
+             "|---|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
     for preset in presets:
         times = {False: [], True: []}
@@ -317,7 +342,8 @@ def optimizer_table(presets: list[str], steps: int, warmup: int, device: torch.d
                 times[fused].append(time_optimizer_step(preset, fused, steps, warmup, device))
         foreach_s, fused_s = (sorted(times[f])[1] for f in (False, True))
         n_params = GPT(replace(PRESETS[preset], vocab_size=65)).num_params()
-        lines.append(f"| {preset} | {n_params:,} | {1000 * foreach_s:,.2f} | {1000 * fused_s:,.2f} | {foreach_s / fused_s:.2f}x |")
+        lines.append(f"| {preset} | {n_params:,} | {1000 * foreach_s:,.2f} | {1000 * fused_s:,.2f} | "
+                     f"{foreach_s / fused_s:.2f}x |")
         print(lines[-1], flush=True)
     return lines
 
@@ -338,9 +364,11 @@ def matmul_gflops(n: int, dtype: torch.dtype, device: torch.device, repeats: int
 
 def matmul_table(sizes: list[int], device: torch.device, repeats: int) -> list[str]:
     """Markdown lines: matmul GFLOP/s in float32 and bfloat16 per size. Where bfloat16 is emulated (most CPUs
-    without AVX-512 BF16, T4 and V100 GPUs) it is many times slower than float32; where it is native, faster."""
+    without AVX-512 BF16, T4 and V100 GPUs) it is many times slower than float32; where it is native,
+    faster."""
     lines = ["", f"One n x n matmul, GFLOP/s, the median of {repeats} (bfloat16 native here, by "
-             f"precision.cpu_has_native_bfloat16: {cpu_has_native_bfloat16() if device.type == 'cpu' else 'n/a'}):",
+             "precision.cpu_has_native_bfloat16: "
+             f"{cpu_has_native_bfloat16() if device.type == 'cpu' else 'n/a'}):",
              "", "| n | float32 | bfloat16 | float32 / bfloat16 |", "|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
     for n in sizes:
@@ -359,7 +387,8 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None
     device = precision.device
     if device.type == "cpu" and not smoke:
         raise CLIError("no CUDA GPU or Apple MPS here, so the GPU check has nothing to measure "
-                       "(`python bench.py --gpu_check --smoke` runs its steps on a CPU at toy sizes)", EXIT_FAILED)
+                       "(`python bench.py --gpu_check --smoke` runs its steps on a CPU at toy sizes)",
+                       EXIT_FAILED)
     precision.apply()
     root = Path(__file__).resolve().parent
     name = (f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}" if device.type == "cuda"
@@ -374,16 +403,19 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None
         print(lines[-1], flush=True)
 
     marker = "mps" if device.type == "mps" else "gpu"
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marker, "tests"],
-                          cwd=root, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marker,
+                           "tests"], cwd=root, capture_output=True, text=True)
     outcome = (proc.stdout.strip().splitlines() or ["no output"])[-1].strip("= ")
-    row(f"`pytest -m {marker}`", outcome + ("" if proc.returncode in (0, 5) else f" (exit {proc.returncode})"))
+    row(f"`pytest -m {marker}`",
+        outcome + ("" if proc.returncode in (0, 5) else f" (exit {proc.returncode})"))
 
-    presets, batch, block, steps, warmup = (["tiny"], 4, 32, 2, 1) if smoke else (list(PRESETS), 64, 256, 20, 5)
+    presets, batch, block, steps, warmup = ((["tiny"], 4, 32, 2, 1) if smoke
+                                            else (list(PRESETS), 64, 256, 20, 5))
     dtype_name = str(precision.dtype).removeprefix("torch.")
     for preset in presets:
         for use_compile in (False, True):
-            check = f"{preset}, batch {batch} x {block}, {dtype_name}, compile {'on' if use_compile else 'off'}"
+            check = (f"{preset}, batch {batch} x {block}, {dtype_name}, "
+                     f"compile {'on' if use_compile else 'off'}")
             if smoke and use_compile:  # inductor compiles for a CPU too, but takes minutes there
                 row(check, "not timed in a smoke run")
                 continue
@@ -396,17 +428,19 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None
     new_tokens, repeats = (20, 1) if smoke else (500, 3)
     for preset in presets:
         r = generation_rates(preset, new_tokens, device, repeats)
-        row(f"{preset}, generating {new_tokens} tokens, batch 1", f"recompute {r['recompute']:,.0f} tokens/s, slide "
-            f"cached {r['slide']:,.0f}, shift cached {r['shift']:,.0f}, shift cached with "
-            f"{str(half_width_dtype(device)).removeprefix('torch.')} weights {r['shift_half']:,.0f}")
+        row(f"{preset}, generating {new_tokens} tokens, batch 1",
+            f"recompute {r['recompute']:,.0f} tokens/s, slide cached {r['slide']:,.0f}, shift cached "
+            f"{r['shift']:,.0f}, shift cached with {str(half_width_dtype(device)).removeprefix('torch.')} "
+            f"weights {r['shift_half']:,.0f}")
 
     # The workshop's medium run, with the GPT-2 recipe and then the modern one (docs/ablate.sh measures the
     # pieces on a CPU; this is the same comparison at the GPU's size): time to target_loss and best val loss
     # of each.
     for recipe in RECIPES:
         run_dir = work_dir / f"gpu-check-run-{recipe}"
-        flags = (["--preset", "tiny", "--n_layer", "1", "--n_embd", "32", "--block_size", "32", "--batch_size", "8",
-                  "--max_iters", "20", "--eval_interval", "10"] if smoke else ["--preset", "medium"]) + ["--recipe", recipe]
+        flags = (["--preset", "tiny", "--n_layer", "1", "--n_embd", "32", "--block_size", "32",
+                  "--batch_size", "8", "--max_iters", "20", "--eval_interval", "10"] if smoke
+                 else ["--preset", "medium"]) + ["--recipe", recipe]
         if data is not None:
             flags += ["--data", str(data)]
         t0 = time.perf_counter()
@@ -421,8 +455,8 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None
         run_name = f"{'tiny (smoke)' if smoke else 'medium'}, recipe {recipe}"
         row(f"{run_name}: time to val loss {target_loss}", "not reached" if hit is None else
             f"{hit['elapsed_s']:.1f} s of training (step {hit['step']:.0f})")
-        row(f"{run_name}: best val loss", f"{best['val_loss']:.4f} at step {best['step']:.0f}; {last['step']:.0f} steps "
-            f"in {last['elapsed_s']:.1f} s of training, {wall:.0f} s wall")
+        row(f"{run_name}: best val loss", f"{best['val_loss']:.4f} at step {best['step']:.0f}; "
+            f"{last['step']:.0f} steps in {last['elapsed_s']:.1f} s of training, {wall:.0f} s wall")
     return lines
 
 
@@ -430,32 +464,49 @@ def main(argv=None) -> int:
     """Command-line entry point."""
     parser = FlagParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets to time")
-    parser.add_argument("--recipes", default="gpt2", help="comma-separated train.py recipes to time each preset with (gpt2, modern)")
+    parser.add_argument("--recipes", default="gpt2",
+                        help="comma-separated train.py recipes to time each preset with (gpt2, modern)")
     parser.add_argument("--batch_size", type=int, default=64, help="sequences per training step")
     parser.add_argument("--block_size", type=int, default=256, help="training context length")
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps per preset (0: skip training)")
+    parser.add_argument("--steps", type=int, default=5,
+                        help="timed training steps per preset (0: skip training)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
-    parser.add_argument("--new_tokens", type=int, default=500, help="tokens to generate per measurement (0: skip generation)")
-    parser.add_argument("--repeats", type=int, default=3, help="generation: runs per measurement, the median reported")
-    parser.add_argument("--compile", default="off", choices=["on", "off"], help="torch.compile the training step")
+    parser.add_argument("--new_tokens", type=int, default=500,
+                        help="tokens to generate per measurement (0: skip generation)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="generation: runs per measurement, the median reported")
+    parser.add_argument("--compile", default="off", choices=["on", "off"],
+                        help="torch.compile the training step")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="training autocast dtype, as train.py --dtype (auto: what train.py uses on the device)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="device to measure")
-    parser.add_argument("--quick", action="store_true", help="tiny preset, tiny batch, few tokens: a smoke test in seconds")
-    parser.add_argument("--metrics", default=None, help="instead of timing: read a run's metrics.csv and report time to --target_loss")
+                        help="training autocast dtype, as train.py --dtype (auto: what train.py uses on the "
+                             "device)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="device to measure")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny preset, tiny batch, few tokens: a smoke test in seconds")
+    parser.add_argument("--metrics", default=None,
+                        help="instead of timing: read a run's metrics.csv and report time to --target_loss")
     parser.add_argument("--target_loss", type=float, default=1.47, help="val loss for --metrics")
-    parser.add_argument("--data_mb", type=int, default=0, help="instead of timing the model: encode a generated text of this many MB")
-    parser.add_argument("--bpe_vocab", type=int, default=1024, help="BPE vocabulary size for --data_mb (0: char only)")
+    parser.add_argument("--data_mb", type=int, default=0,
+                        help="instead of timing the model: encode a generated text of this many MB")
+    parser.add_argument("--bpe_vocab", type=int, default=1024,
+                        help="BPE vocabulary size for --data_mb (0: char only)")
     parser.add_argument("--optimizer_step", action="store_true",
-                        help="instead: time the AdamW step alone per preset, multi-tensor against fused (--steps, --warmup)")
+                        help="instead: time the AdamW step alone per preset, multi-tensor against fused "
+                             "(--steps, --warmup)")
     parser.add_argument("--matmul", action="store_true",
-                        help="instead: matmul GFLOP/s in float32 and bfloat16 (128, 384, 1024): is bfloat16 native here?")
+                        help="instead: matmul GFLOP/s in float32 and bfloat16 (128, 384, 1024): is bfloat16 "
+                             "native here?")
     parser.add_argument("--gpu_check", action="store_true",
-                        help="the GPU check (docs/gpu_check.sh): gpu tests, speed per preset, a medium run to --target_loss")
-    parser.add_argument("--smoke", action="store_true", help="with --gpu_check: tiny sizes, runs on a CPU (tests its plumbing)")
-    parser.add_argument("--data", default=None, help="with --gpu_check: the text to train on (default: Tiny Shakespeare)")
+                        help="the GPU check (docs/gpu_check.sh): gpu tests, speed per preset, a medium run "
+                             "to --target_loss")
+    parser.add_argument("--smoke", action="store_true",
+                        help="with --gpu_check: tiny sizes, runs on a CPU (tests its plumbing)")
+    parser.add_argument("--data", default=None,
+                        help="with --gpu_check: the text to train on (default: Tiny Shakespeare)")
     parser.add_argument("--compare", default=None,
-                        help="instead of timing: table the train.py runs under this folder (FOLDER/VARIANT/seedN, as docs/ablate.sh writes)")
+                        help="instead of timing: table the train.py runs under this folder "
+                             "(FOLDER/VARIANT/seedN, as docs/ablate.sh writes)")
     parser.add_argument("--out", default="out/bench.md", help="markdown file for the results")
     return run_cli(lambda: measure(parser.parse_args(argv)))
 
@@ -480,7 +531,8 @@ def measure(args) -> int:
         write_lines([machine_line(torch.device("cpu"))] + compare_runs(Path(args.compare)), Path(args.out))
         return 0
     if args.data_mb:
-        lines = [machine_line(torch.device("cpu"))] + encoding_table(args.data_mb, Path("out/bench-data"), args.bpe_vocab)
+        lines = ([machine_line(torch.device("cpu"))]
+                 + encoding_table(args.data_mb, Path("out/bench-data"), args.bpe_vocab))
         write_lines(lines, Path(args.out))
         return 0
     if args.gpu_check:
@@ -488,7 +540,8 @@ def measure(args) -> int:
         write_lines(gpu_check(args.smoke, args.target_loss, Path(args.out).parent, data), Path(args.out))
         return 0
     if args.quick:
-        args.presets, args.batch_size, args.block_size, args.steps, args.warmup, args.new_tokens = "tiny", 4, 32, 2, 1, 20
+        (args.presets, args.batch_size, args.block_size, args.steps, args.warmup,
+         args.new_tokens) = "tiny", 4, 32, 2, 1, 20
         args.repeats = 1
     presets = args.presets.split(",")
     unknown = [p for p in presets if p not in PRESETS]
@@ -498,8 +551,10 @@ def measure(args) -> int:
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         raise CLIError(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
-    if min(args.batch_size, args.block_size, args.repeats) < 1 or min(args.steps, args.warmup, args.new_tokens) < 0:
-        raise CLIError("--batch_size, --block_size and --repeats must be positive, --steps, --warmup and --new_tokens >= 0")
+    if (min(args.batch_size, args.block_size, args.repeats) < 1
+            or min(args.steps, args.warmup, args.new_tokens) < 0):
+        raise CLIError("--batch_size, --block_size and --repeats must be positive, --steps, --warmup and "
+                       "--new_tokens >= 0")
     precision = make_precision(args.device, args.dtype, args.compile)
     precision.apply()
     device = precision.device
@@ -513,8 +568,8 @@ def measure(args) -> int:
         write_lines(lines + matmul_table([128, 384, 1024], device, args.repeats), Path(args.out))
         return 0
     if args.steps:
-        lines += training_table(presets, args.batch_size, args.block_size, args.steps, args.warmup, precision, recipes,
-                                Path(args.out).parent / "bench-train")
+        lines += training_table(presets, args.batch_size, args.block_size, args.steps, args.warmup, precision,
+                                recipes, Path(args.out).parent / "bench-train")
     if args.new_tokens:
         lines += generation_table(presets, args.new_tokens, device, args.repeats)
     write_lines(lines, Path(args.out))
@@ -529,9 +584,10 @@ def training_table(presets: list[str], batch_size: int, block_size: int, steps: 
     muon_dtype, muon_why = pick_muon_dtype(precision.device)
     muon = (f", Muon's Newton-Schulz in {str(muon_dtype).removeprefix('torch.')} ({muon_why})"
             if any(RECIPES[r]["optimizer"] == "muon" for r in recipes) else "")
-    lines = ["", f"Training, batch {batch_size} x {block_size}, {dtype_name}, compile {'on' if precision.compile else 'off'}"
-             f"{muon}, {steps} timed steps after {warmup} warm-up:", "",
-             "| preset | recipe | parameters | ms/step | tokens/s | compile s |", "|---|---|---:|---:|---:|---:|"]
+    lines = ["", f"Training, batch {batch_size} x {block_size}, {dtype_name}, compile "
+             f"{'on' if precision.compile else 'off'}{muon}, {steps} timed steps after {warmup} warm-up:", "",
+             "| preset | recipe | parameters | ms/step | tokens/s | compile s |",
+             "|---|---|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
     for preset in presets:
         for recipe in recipes:

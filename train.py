@@ -22,15 +22,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from extras.checkpoint import make_checkpoint, save_checkpoint
+from extras.checkpoint import save_checkpoint
 from extras.control import RunClock
 from extras.dataset import TokenData
 from extras.evaluation import EvalSets
 from extras.metrics import TrainLog, append_metrics, plot_metrics, start_metrics
 from extras.precision import Precision
-from extras.ranks import Ranks
+from extras.ranks import Ranks, rng_states
 from extras.run import Run, interrupted, non_finite, report_start, run_command
 from extras.step import configure_optimizer, get_batch, sample_starts, skip_grad_sync, wrap_for_training
+from extras.tokenizer import tokenizer_to_dict
 from model import GPT, GPTConfig
 
 
@@ -195,7 +196,8 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
             if state.step % cfg.eval_interval == 0 or state.step == cfg.max_iters or out_of_time:
                 bar.write(evaluate_and_save(cfg, state, elapsed, *training, evals, log, precision, ranks))
                 if cfg.patience and state.evals_without_improvement >= cfg.patience:
-                    stop_reason = f"stopped early: val loss has not improved for {cfg.patience} evaluations"
+                    stop_reason = (f"stopped early: val loss has not improved for {cfg.patience} evaluations "
+                                   "(--patience)")
                     break
 
     if stop_reason is None and state.step < cfg.max_iters and not out_of_time:  # Ctrl-C or SIGTERM
@@ -236,6 +238,22 @@ def evaluate_and_save(cfg: TrainConfig, state: RunState, elapsed: float, model: 
     return (f"step {state.step:>5} | train {losses['train']:.4f} | val {losses['val']:.4f} | val "
             f"{losses['val_bpc']:.3f} bits/char | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s | "
             f"{state.elapsed_s:,.0f}s" + (" | best" if improved else ""))
+
+
+def make_checkpoint(cfg: TrainConfig, state: RunState, model: GPT, tokenizer, optimizers: list | None = None,
+                    scaler=None, batch_generator: torch.Generator | None = None, ranks: Ranks = Ranks()) -> dict:
+    """A checkpoint, as one dict of tensors and plain data (torch.load(weights_only=True) reads it safely): the
+    weights, the model's architecture, the settings, the tokenizer and the state; best.pt holds just these.
+    With the optimizers, also what --resume needs (last.pt): their states, the loss scaler's and every random
+    state (every rank takes part then)."""
+    ckpt = {"model": model.state_dict(), "model_config": asdict(model.config), "train_config": asdict(cfg),
+            "tokenizer": tokenizer_to_dict(tokenizer), **asdict(state)}
+    if optimizers is not None:
+        ckpt.update(optimizer=optimizers[0].state_dict(), scaler=scaler.state_dict(),
+                    rng=rng_states(next(model.parameters()).device, batch_generator, ranks))
+        if len(optimizers) > 1:  # --optimizer muon
+            ckpt["muon"] = optimizers[1].state_dict()
+    return ckpt
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -3,20 +3,17 @@ safely.
 
     model, model_config, tokenizer       what generate.py and evaluate.py need (best.pt holds only these and the state)
     step, best_val_loss, ...             the run's state (train.RunState) at the time of saving
+(train.py's make_checkpoint builds the dict)
     train_config                         the run's hyperparameters (not how it was launched: device, dtype, compile)
     optimizer, scaler, rng               what --resume needs on top (last.pt; extras/resume.py restores it)
 """
 
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from extras.cli import CLIError
 from extras.files import write_atomically
-from extras.ranks import Ranks
-from extras.tokenizer import tokenizer_to_dict
 from model import GPT, GPTConfig
 
 
@@ -50,21 +47,6 @@ def model_from_checkpoint(checkpoint: dict, device: torch.device) -> GPT:
     return model.to(device).eval()
 
 
-def make_checkpoint(settings, state, model: GPT, tokenizer, optimizers: list | None = None, scaler=None,
-                    batch_generator: torch.Generator | None = None, ranks: Ranks = Ranks()) -> dict:
-    """A run's checkpoint as one dict of plain data and tensors: the weights, the model's architecture, the
-    run's settings and state (dataclasses) and the tokenizer: best.pt. Given the optimizers, also what --resume
-    needs: their states, the loss scaler's and every random state (last.pt; every rank must call it then)."""
-    ckpt = {"model": model.state_dict(), "model_config": asdict(model.config), "train_config": asdict(settings),
-            "tokenizer": tokenizer_to_dict(tokenizer), **asdict(state)}
-    if optimizers is not None:
-        ckpt.update(optimizer=optimizers[0].state_dict(), scaler=scaler.state_dict(),
-                    rng=rng_states(next(model.parameters()).device, batch_generator, ranks))
-        if len(optimizers) > 1:  # --optimizer muon
-            ckpt["muon"] = optimizers[1].state_dict()
-    return ckpt
-
-
 def check_writable(out_dir: Path) -> None:
     """Fail before training, not at the first checkpoint, if out_dir cannot be written."""
     try:
@@ -74,22 +56,3 @@ def check_writable(out_dir: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise CLIError(f"cannot write to --out_dir {out_dir} ({e.strerror or e}); pick a folder you can write to") from None
-
-
-def rng_states(device: torch.device, batch_generator: torch.Generator, ranks: Ranks = Ranks()) -> dict:
-    """Every random state the run depends on: batch order (the same on every rank), and dropout on the CPU and
-    on the device, which differs per rank: under torchrun, every rank's dropout states are gathered (all ranks
-    call this)."""
-    own = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        own["cuda"] = torch.cuda.get_rng_state(device)
-    elif device.type == "mps":
-        own["mps"] = torch.mps.get_rng_state()
-    states = {"batches": batch_generator.get_state(), **own}
-    if ranks.world_size > 1:
-        gathered = {}
-        for key, state in own.items():  # all CPU byte tensors, even the CUDA generator's
-            gathered[key] = [torch.empty_like(state) for _ in range(ranks.world_size)]
-            dist.all_gather(gathered[key], state, group=ranks.cpu_group)
-        states["ranks"] = [{key: gathered[key][r] for key in own} for r in range(ranks.world_size)]
-    return states

@@ -1,5 +1,4 @@
-"""What every script's command line shares: one-line errors with an exit code, and flags made from dataclass
-fields.
+"""What every script's command line shares: one-line errors with an exit code.
 
 A mistake a user can make (a bad flag, a missing file) is a CLIError: the script prints it as one line on
 stderr and exits with its code, never with a traceback.
@@ -7,8 +6,6 @@ stderr and exits with its code, never with a traceback.
 
 import argparse
 import sys
-import types
-import typing
 from collections.abc import Callable
 
 # Exit codes: 2 for a problem with what the user passed (flags, files), 1 for a run that failed on its own,
@@ -42,28 +39,3 @@ def run_cli(body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def _flag_type(annotation):
-    """The type a flag parses to: int for `int | None`, and so on."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        return next(a for a in typing.get_args(annotation) if a is not type(None))
-    return annotation
-
-
-def add_dataclass_flags(parser: argparse.ArgumentParser, flag_fields, helps: dict, choices: dict,
-                        default_text) -> None:
-    """Add one --name flag per dataclass field, its help from helps[name] and default_text(field), and its
-    choices from choices[name] if there. Unset flags stay out of the namespace, so we know what was given."""
-    for f in flag_fields:
-        kind = _flag_type(f.type)
-        kwargs = dict(default=argparse.SUPPRESS, help=f"{helps[f.name]} ({default_text(f)})")
-        if kind is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = kind
-            kwargs["metavar"] = kind.__name__.upper()
-        if f.name in choices:
-            kwargs["choices"] = choices[f.name]
-            kwargs.pop("metavar", None)
-        parser.add_argument(f"--{f.name}", **kwargs)

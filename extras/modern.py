@@ -19,13 +19,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from extras.precision import cpu_has_native_bfloat16
+from extras.device import cpu_has_native_bfloat16
 from model import MLP, CausalSelfAttention, GPTConfig
 
 # The workshop's GPT-2 and the 2026 pieces measured to help on this data (docs/ablate.sh, docs/BENCHMARKS.md):
-# what
-# --recipe sets. A flag given on its own overrides the recipe's value, so `--recipe modern --optimizer adamw` is the
-# modern model trained with AdamW alone.
+# what --recipe sets. A flag given on its own overrides the recipe's value, so
+# `--recipe modern --optimizer adamw` is the modern model trained with AdamW alone.
 RECIPES = {
     "gpt2": {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False, "n_kv_head": None,
              "tie_weights": True, "optimizer": "adamw"},
@@ -55,7 +54,8 @@ def rotary_tables(head_size: int, positions: torch.Tensor, base: float = 10000.0
     first pairs, slower for the later ones. Both channels of a pair get the pair's angle, so the tables are as
     wide as a head and apply_rotary needs no slicing of them.
     """
-    inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32, device=positions.device) / head_size)
+    inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32, device=positions.device)
+                        / head_size)
     angles = positions.float()[:, None] * inv_freq[None, :]  # (T, hs/2)
     angles = torch.cat((angles, angles), dim=-1)  # (T, hs): pair i's angle at channels i and i + hs/2
     return angles.cos(), angles.sin()
@@ -118,7 +118,8 @@ class ModernAttention(CausalSelfAttention):
 
     def share_kv_heads(self, t: torch.Tensor) -> torch.Tensor:
         """Repeat each key/value head (B, nkv, T, hs) for the nh / nkv query heads it serves, in a row."""
-        return t if self.n_kv_head == self.n_head else t.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+        return (t if self.n_kv_head == self.n_head
+                else t.repeat_interleave(self.n_head // self.n_kv_head, dim=1))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return super().attend(q, self.share_kv_heads(k), self.share_kv_heads(v))
@@ -164,15 +165,15 @@ class SwiGLUMLP(nn.Module):
 #
 # AdamW scales each weight's update by that weight's own gradient history. Muon treats a weight matrix as a
 # linear map instead: it takes the momentum of the gradient, G = U S V^T, and replaces it by U V^T, the
-# orthogonal matrix closest to it. Every direction the matrix maps is then moved by the same amount, so the few
-# directions that dominate a gradient no longer drown out the rest. U V^T is found without an SVD, by a few
-# matmuls (Newton-Schulz). torch 2.9 and newer have the same as torch.optim.Muon; this one is ours, so that
-# it runs on every torch we support and multiplies in the dtype this machine does best
-# (pick_muon_dtype): torch's always uses bfloat16, which most CPUs only emulate.
+# orthogonal matrix closest to it. Every direction the matrix maps is then moved by the same amount, so the
+# few directions that dominate a gradient no longer drown out the rest. U V^T is found without an SVD, by a
+# few matmuls (Newton-Schulz). torch 2.9 and newer have the same as torch.optim.Muon; this one is ours, so
+# that it runs on every torch we support and multiplies in the dtype this machine does best (pick_muon_dtype):
+# torch's always uses bfloat16, which most CPUs only emulate.
 
-# The quintic's coefficients and step count of torch.optim.Muon (from Keller Jordan's Muon): chosen for a steep
-# slope at 0, so that small singular values grow fast. They leave them spread around 1 (0.68 to 1.13 for a
-# random 64 x 192 matrix) rather than at exactly 1, which trains as well and takes fewer steps.
+# The quintic's coefficients and step count of torch.optim.Muon (from Keller Jordan's Muon): chosen for a
+# steep slope at 0, so that small singular values grow fast. They leave them spread around 1 (0.68 to 1.13 for
+# a random 64 x 192 matrix) rather than at exactly 1, which trains as well and takes fewer steps.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NS_STEPS = 5
 
@@ -205,8 +206,8 @@ def match_rms_adamw(shape: torch.Size) -> float:
 
 
 class Muon(torch.optim.Optimizer):
-    """Muon for 2-D weight matrices: Nesterov momentum, the update orthogonalised by Newton-Schulz in ns_dtype,
-    scaled by match_rms_adamw, and decoupled weight decay. Its state is torch.optim.Muon's
+    """Muon for 2-D weight matrices: Nesterov momentum, the update orthogonalised by Newton-Schulz in
+    ns_dtype, scaled by match_rms_adamw, and decoupled weight decay. Its state is torch.optim.Muon's
     ({"momentum_buffer": tensor} per parameter) and its param-group keys a subset of theirs, so a
     torch.optim.Muon checkpoint loads into it."""
 
@@ -246,15 +247,17 @@ def pick_muon_dtype(device: torch.device) -> tuple[torch.dtype, str]:
     """The dtype Muon's Newton-Schulz iteration (extras/modern.py) multiplies in, and why: bfloat16 where the
     hardware multiplies it natively, float32 elsewhere.
 
-    The iteration is fifteen matmuls per weight matrix per step. torch.optim.Muon always runs them in bfloat16, for
-    tensor cores; where bfloat16 is emulated (CPUs without AVX-512 BF16, T4 and V100 GPUs) that made the
-    modern recipe's step several times slower than GPT-2's (docs/BENCHMARKS.md).
+    The iteration is fifteen matmuls per weight matrix per step. torch.optim.Muon always runs them in
+    bfloat16, for tensor cores; where bfloat16 is emulated (CPUs without AVX-512 BF16, T4 and V100 GPUs) that
+    made the modern recipe's step several times slower than GPT-2's (docs/BENCHMARKS.md).
     """
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         if major >= 8:
-            return torch.bfloat16, f"this GPU multiplies bfloat16 natively (compute capability {major}.{minor})"
-        return torch.float32, f"this GPU only emulates bfloat16 (compute capability {major}.{minor}, below 8.0)"
+            return torch.bfloat16, ("this GPU multiplies bfloat16 natively "
+                                    f"(compute capability {major}.{minor})")
+        return torch.float32, ("this GPU only emulates bfloat16 "
+                               f"(compute capability {major}.{minor}, below 8.0)")
     if device.type == "cpu":
         if cpu_has_native_bfloat16():
             return torch.bfloat16, "this CPU multiplies bfloat16 in hardware"

@@ -1,4 +1,5 @@
-"""Where this process stands among torchrun's ranks, and the few collective calls the training loop makes.
+"""Where this process stands among torchrun's ranks, the few collective calls the training loop makes, and every
+rank's random states for last.pt.
 
 Started with plain `python` there is one rank, and every function here returns at once: the code that starts
 and joins a torchrun process group is extras/distributed.py, imported only under torchrun.
@@ -48,3 +49,22 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(t)
     return t
+
+
+def rng_states(device: torch.device, batch_generator: torch.Generator, ranks: Ranks = Ranks()) -> dict:
+    """Every random state the run depends on: batch order (the same on every rank), and dropout on the CPU and
+    on the device, which differs per rank: under torchrun, every rank's dropout states are gathered (all ranks
+    call this)."""
+    own = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        own["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        own["mps"] = torch.mps.get_rng_state()
+    states = {"batches": batch_generator.get_state(), **own}
+    if ranks.world_size > 1:
+        gathered = {}
+        for key, state in own.items():  # all CPU byte tensors, even the CUDA generator's
+            gathered[key] = [torch.empty_like(state) for _ in range(ranks.world_size)]
+            dist.all_gather(gathered[key], state, group=ranks.cpu_group)
+        states["ranks"] = [{key: gathered[key][r] for key in own} for r in range(ranks.world_size)]
+    return states

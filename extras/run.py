@@ -13,12 +13,15 @@ train.py's main() hands its arguments to run_command(), which does everything ar
                           stderr and an exit code (docs/exit-codes.md), never a traceback
 """
 
+import argparse
 import importlib.util
 import math
 import os
 import re
 import shlex
 import sys
+import types
+import typing
 from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -26,7 +29,7 @@ from pathlib import Path
 import torch
 
 from extras.checkpoint import check_writable, save_checkpoint
-from extras.cli import EXIT_FAILED, EXIT_INTERRUPTED, CLIError, FlagParser, add_dataclass_flags
+from extras.cli import EXIT_FAILED, EXIT_INTERRUPTED, CLIError, FlagParser
 from extras.dataset import DEFAULT_DATA, DataError, TokenData, prepare
 from extras.precision import Precision, make_precision
 from extras.ranks import Ranks, wait_for_all
@@ -186,6 +189,31 @@ def parse_flags(argv, config_class) -> dict:
              lambda f: f"default: {DEFAULT_HELP.get(f.name, 'from the preset')}")]:
         add_dataclass_flags(parser.add_argument_group(title), group, HELP, CHOICES, default_text)
     return vars(parser.parse_args(argv))
+
+
+def _flag_type(annotation):
+    """The type a flag parses to: int for `int | None`, and so on."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, flag_fields, helps: dict, choices: dict,
+                        default_text) -> None:
+    """Add one --name flag per dataclass field, its help from helps[name] and default_text(field), and its
+    choices from choices[name] if there. Unset flags stay out of the namespace, so we know what was given."""
+    for f in flag_fields:
+        kind = _flag_type(f.type)
+        kwargs = dict(default=argparse.SUPPRESS, help=f"{helps[f.name]} ({default_text(f)})")
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = kind
+            kwargs["metavar"] = kind.__name__.upper()
+        if f.name in choices:
+            kwargs["choices"] = choices[f.name]
+            kwargs.pop("metavar", None)
+        parser.add_argument(f"--{f.name}", **kwargs)
 
 
 def set_up(given: dict, ranks: Ranks, config_class) -> Run:

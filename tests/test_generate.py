@@ -89,7 +89,7 @@ def test_weights_dtype_is_named_and_bfloat16_samples(trained, capsys):
 @pytest.mark.parametrize("native, n_params, expected", [(True, 3_000_000, torch.bfloat16), (True, 400_000, torch.float32),
                                                          (False, 3_000_000, torch.float32)])
 def test_cpu_weights_are_bfloat16_only_where_hardware_and_size_make_it_pay(monkeypatch, native, n_params, expected):
-    monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda: native)
+    monkeypatch.setattr(engine, "cpu_has_native_bfloat16", lambda: native)
     dtype, why = engine.pick_weights_dtype(torch.device("cpu"), "auto", n_params)
     assert dtype == expected and why
     assert engine.pick_weights_dtype(torch.device("cpu"), "float16", n_params)[0] == torch.float16  # asked for

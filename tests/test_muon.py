@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import read_metrics, run_train
-from extras import modern, precision, step
+from extras import device, modern, precision, step
 from extras.resume import restore_optimizer
 from model import GPT, GPTConfig
 from extras.modern import NS_COEFFICIENTS, NS_STEPS, Muon, match_rms_adamw, orthogonalize
@@ -121,7 +121,7 @@ def test_muon_takes_matrices_only():
 
 @pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float32)])
 def test_a_cpu_orthogonalises_in_bfloat16_only_where_it_is_native(monkeypatch, native, expected):
-    monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda: native)
+    monkeypatch.setattr(modern, "cpu_has_native_bfloat16", lambda: native)
     dtype, why = modern.pick_muon_dtype(torch.device("cpu"))
     assert dtype == expected and why
     model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
@@ -146,14 +146,14 @@ def test_mps_orthogonalises_in_float32():
 
 def test_onednn_capped_below_bfloat16_means_emulated_and_the_start_up_line_says_so(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    assert not precision.cpu_has_native_bfloat16()
+    assert not device.cpu_has_native_bfloat16()
     assert modern.pick_muon_dtype(torch.device("cpu"))[0] == torch.float32
-    assert "bfloat16 emulated, oneDNN capped at AVX2" in precision.cpu_class()
+    assert "bfloat16 emulated, oneDNN capped at AVX2" in device.cpu_class()
     described = precision.make_precision("cpu").describe()
     assert torch.backends.cpu.get_cpu_capability() in described and "bfloat16 emulated" in described
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
-    native = precision.cpu_has_native_bfloat16()
-    assert precision.cpu_class().endswith("bfloat16 native" if native else "bfloat16 emulated")
+    native = device.cpu_has_native_bfloat16()
+    assert device.cpu_class().endswith("bfloat16 native" if native else "bfloat16 emulated")
 
 
 def test_the_optimizer_line_names_the_newton_schulz_dtype_and_why(small_text, tmp_path, capsys):

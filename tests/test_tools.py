@@ -14,7 +14,8 @@ from extras import cli
 import evaluate
 from conftest import ROOT, read_metrics, run_train
 from model import GPT, PRESETS
-from extras.precision import cpu_class, make_precision
+from extras.device import cpu_class
+from extras.precision import make_precision
 from extras.modern import RECIPES, pick_muon_dtype
 
 
