@@ -14,44 +14,72 @@
 
 // ---- Layers --------------------------------------------------------------------------------------------
 
-// y = x W^T + b for T rows of x (T, n_in): (T, n_out). The hot loop of the whole model: four positions
-// share each weight row they read, and each dot product keeps four partial sums.
+// One dot product: x[a .. a + n) . w[b .. b + n).
+function dot(x, a, w, b, n) {
+  let s = 0;
+  for (let i = 0; i < n; i++) s += x[a + i] * w[b + i];
+  return s;
+}
+
+// y = x W^T + b for T rows of x (T, n_in): (T, n_out). The hot loop of the whole model, so it computes
+// several sums at once: four positions times two outputs (each weight read serves four positions, each
+// input two outputs), or for a single position (generation) four outputs. What is left over, one at a time.
 function linear(x, T, weight, bias, nIn, nOut) {
   const y = new Float32Array(T * nOut);
   let t = 0;
   for (; t + 4 <= T; t += 4) {
     const a = t * nIn, b = a + nIn, c = b + nIn, d = c + nIn;
-    for (let o = 0; o < nOut; o++) {
-      const w = o * nIn;
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    let o = 0;
+    for (; o + 2 <= nOut; o += 2) {
+      const w = o * nIn, v = w + nIn;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0, r0 = 0, r1 = 0, r2 = 0, r3 = 0;
       for (let i = 0; i < nIn; i++) {
-        const wi = weight[w + i];
-        s0 += x[a + i] * wi;
-        s1 += x[b + i] * wi;
-        s2 += x[c + i] * wi;
-        s3 += x[d + i] * wi;
+        const wi = weight[w + i], vi = weight[v + i];
+        const xa = x[a + i], xb = x[b + i], xc = x[c + i], xd = x[d + i];
+        s0 += xa * wi;
+        s1 += xb * wi;
+        s2 += xc * wi;
+        s3 += xd * wi;
+        r0 += xa * vi;
+        r1 += xb * vi;
+        r2 += xc * vi;
+        r3 += xd * vi;
       }
-      const bo = bias ? bias[o] : 0;
-      y[t * nOut + o] = s0 + bo;
-      y[(t + 1) * nOut + o] = s1 + bo;
-      y[(t + 2) * nOut + o] = s2 + bo;
-      y[(t + 3) * nOut + o] = s3 + bo;
+      const bw = bias ? bias[o] : 0, bv = bias ? bias[o + 1] : 0;
+      y[t * nOut + o] = s0 + bw;
+      y[(t + 1) * nOut + o] = s1 + bw;
+      y[(t + 2) * nOut + o] = s2 + bw;
+      y[(t + 3) * nOut + o] = s3 + bw;
+      y[t * nOut + o + 1] = r0 + bv;
+      y[(t + 1) * nOut + o + 1] = r1 + bv;
+      y[(t + 2) * nOut + o + 1] = r2 + bv;
+      y[(t + 3) * nOut + o + 1] = r3 + bv;
+    }
+    for (; o < nOut; o++) {
+      for (let r = 0; r < 4; r++) {
+        y[(t + r) * nOut + o] = dot(x, a + r * nIn, weight, o * nIn, nIn) + (bias ? bias[o] : 0);
+      }
     }
   }
-  for (; t < T; t++) {  // the rest, one position at a time (generation: always one)
+  for (; t < T; t++) {
     const a = t * nIn;
-    for (let o = 0; o < nOut; o++) {
-      const w = o * nIn;
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0, i = 0;
-      for (; i + 4 <= nIn; i += 4) {
-        s0 += x[a + i] * weight[w + i];
-        s1 += x[a + i + 1] * weight[w + i + 1];
-        s2 += x[a + i + 2] * weight[w + i + 2];
-        s3 += x[a + i + 3] * weight[w + i + 3];
+    let o = 0;
+    for (; o + 4 <= nOut; o += 4) {
+      const w0 = o * nIn, w1 = w0 + nIn, w2 = w1 + nIn, w3 = w2 + nIn;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let i = 0; i < nIn; i++) {
+        const xi = x[a + i];
+        s0 += xi * weight[w0 + i];
+        s1 += xi * weight[w1 + i];
+        s2 += xi * weight[w2 + i];
+        s3 += xi * weight[w3 + i];
       }
-      for (; i < nIn; i++) s0 += x[a + i] * weight[w + i];
-      y[t * nOut + o] = s0 + s1 + s2 + s3 + (bias ? bias[o] : 0);
+      y[t * nOut + o] = s0 + (bias ? bias[o] : 0);
+      y[t * nOut + o + 1] = s1 + (bias ? bias[o + 1] : 0);
+      y[t * nOut + o + 2] = s2 + (bias ? bias[o + 2] : 0);
+      y[t * nOut + o + 3] = s3 + (bias ? bias[o + 3] : 0);
     }
+    for (; o < nOut; o++) y[t * nOut + o] = dot(x, a, weight, o * nIn, nIn) + (bias ? bias[o] : 0);
   }
   return y;
 }
@@ -381,12 +409,17 @@ function sampleNextToken(logits, temperature, topK, generator) {
 // Yield maxNewTokens draws ({id, u, candidates}), continuing the token ids idx. A KV cache keeps earlier
 // positions' keys and values, so each step computes only the newest position. When the text outgrows the
 // context, the window keeps its last half and refills the cache from it in one pass, as generate.py does.
-function* generateTokens(model, idx, maxNewTokens, temperature, topK, generator) {
+// prefilled: {cache, logits} of a forward pass over idx (at most block_size tokens) made already (the page's
+// figures make one), used instead of a second one.
+function* generateTokens(model, idx, maxNewTokens, temperature, topK, generator, prefilled = null) {
   if (maxNewTokens <= 0) return;
   const context = model.config.block_size;
   let text = Array.from(idx).slice(-context);  // the running text the model sees: at most its window
-  let cache = newCache(model);
-  let logits = model.forward(text, cache, { last: true }).logits;  // the prompt in one pass
+  let { cache, logits } = prefilled || {};
+  if (!prefilled) {
+    cache = newCache(model);
+    logits = model.forward(text, cache, { last: true }).logits;  // the prompt in one pass
+  }
   for (let i = 0; i < maxNewTokens; i++) {
     const draw = sampleNextToken(logits, temperature, topK, generator);
     yield draw;

@@ -1,9 +1,10 @@
-"""index.html in a real browser: headless Chromium opens the page from disk, and the model it runs in JavaScript
-(extras/page_model.js, extras/page_tokenizer.js) is checked against PyTorch: its logits, attention and logit
-lens for prompts the tests make, its tokenizer on text with every kind of character, its sampling draw for
-draw, for a checkpoint of every architecture option and of each tokenizer. Then the figures: each follows the
-sliders and the typed text, the writer repeats for a seed, with no JavaScript error and no request beyond the
-file itself; and two pages put inside another, as IPython.display.HTML does in a notebook, each work alone.
+"""index.html in a real browser: headless Chromium opens the page from disk, and the model it runs in
+JavaScript (extras/page_model.js, extras/page_tokenizer.js) is checked against PyTorch: its logits, attention
+and logit lens for prompts the tests make, its tokenizer on text with every kind of character, its sampling
+draw for draw, for a checkpoint of every architecture option and of each tokenizer. Then the figures: each
+follows the sliders and the typed text, the writer repeats for a seed, with no JavaScript error and no
+request beyond the file itself; and two pages put inside another, as IPython.display.HTML does in a notebook,
+each work alone.
 
 The driver is Playwright for Python, pointed at the system's Chromium (Debian's `chromium` package) with
 executable_path: it waits by itself for what it acts on and for `expect` conditions (no sleeps, so a busy
@@ -32,17 +33,18 @@ from model import GPTConfig, next_token_candidates
 # The session fixtures of tests/test_page.py: the same two runs, built once for both modules.
 from test_page import MULTIBYTE, PROMPT, TEXT, bpe_modern_run, char_run, make_page, save_run  # noqa: F401
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 MAX_LOGIT_ERROR = 1e-3  # the issue's bound on |JavaScript - PyTorch| for every logit
 
 # One small checkpoint per line; together they take every value of every GPTConfig option and both tokenizers:
 # (GPTConfig fields, tokenizer, visualize.py --weights).
 PARITY = {
     "gpt2": (dict(), "char", "float32"),
-    "modern": (dict(position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True, n_kv_head=1, tie_weights=False,
-                    bias=False), "char", "float32"),
-    "bpe-gqa": (dict(n_head=4, n_kv_head=2, norm="rmsnorm", mlp="relu2", tie_weights=False), "bpe", "float32"),
+    "modern": (dict(position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True, n_kv_head=1,
+                    tie_weights=False, bias=False), "char", "float32"),
+    "bpe-gqa": (dict(n_head=4, n_kv_head=2, norm="rmsnorm", mlp="relu2", tie_weights=False), "bpe",
+                "float32"),
     "gpt2-float16": (dict(), "char", "float16"),
     "modern-int8": (dict(position="rope", qk_norm=True, mlp="swiglu"), "char", "int8"),
 }
@@ -50,7 +52,8 @@ PARITY = {
 # whitespace the pre-tokenizer's \s matches and two it does not (U+FEFF, U+200B), control bytes, and 2-, 3-
 # and 4-byte characters (accents, Greek, CJK, emoji with skin tones and joiners, combining marks).
 EVERY_KIND = ("Hello world! It's, we're, I'VE, they'll, she'd; don't... 123 4,567.89 ٣ Ⅻ ²\n"
-              "\tTabs\r\n\x0b\x0c\x85\xa0\u1680\u2000\u2005\u200a\u2028\u2029\u202f\u205f\u3000 \ufeff\u200b\n"
+              "\tTabs\r\n\x0b\x0c\x85\xa0\u1680\u2000\u2005\u200a\u2028\u2029\u202f\u205f\u3000 "
+              "\ufeff\u200b\n"
               "\x00\x01\x1b\x1f\x7f  double  space   three    \n\n\n" + MULTIBYTE +
               "e\u0301 Привет мир 中文字符 한국어 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 👨‍👩‍👧 🏳️‍🌈 ~`@#$%^&*()_+-=[]{}|\\:;\"<>,./?")
 
@@ -72,8 +75,8 @@ def browser(tmp_path_factory):
     path = os.environ.get("QUILL_CHROMIUM") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium")
                                                 else shutil.which("chromium"))
     if not path or not os.path.exists(path):
-        no_browser(f"no Chromium {'at ' + path if path else 'found'} (apt-get install chromium, or set QUILL_CHROMIUM "
-                   "to a Chromium or Chrome)")
+        no_browser(f"no Chromium {'at ' + path if path else 'found'} (apt-get install chromium, or set "
+                   "QUILL_CHROMIUM to a Chromium or Chrome)")
     with sync_playwright() as p:
         try:
             context = p.chromium.launch_persistent_context(
@@ -110,7 +113,7 @@ def wait_for_writer(tab):
     tab.wait_for_function("document.querySelector('.quill-page').dataset.writer === 'done'")
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The model in JavaScript against PyTorch, for every option.
 
 @pytest.fixture(scope="module")
@@ -161,7 +164,8 @@ def test_the_javascript_forward_pass_is_pytorchs(name, parity_pages, open_page):
         if len(ids) > 1:
             assert logits.std() > 0.5  # logits far from zero: a 1e-3 bound that means something
         maps = attention_maps(model, idx)[:, 0]  # (n_layer, nh, T, T)
-        torch.testing.assert_close(torch.tensor(out["attention"], dtype=torch.float32), maps, atol=1e-4, rtol=0)
+        js_maps = torch.tensor(out["attention"], dtype=torch.float32)  # (n_layer, nh, T, T)
+        torch.testing.assert_close(js_maps, maps, atol=1e-4, rtol=0)
     print(f"{name}: max |JavaScript - PyTorch| logit {worst:.2e}")
     assert worst <= MAX_LOGIT_ERROR
     assert problems == []
@@ -190,7 +194,8 @@ def test_the_logit_lens_is_pytorchs(name, parity_pages, open_page):
     ids = prompts(model, tok)[2]
     for t in (0, 7, len(ids) - 1):
         js = torch.tensor(tab.evaluate("([ids, t]) => window.quill.lens(ids, t)", [ids, t]))
-        torch.testing.assert_close(js, lens_logits(model, torch.tensor([ids]), t), atol=MAX_LOGIT_ERROR, rtol=0)
+        expected = lens_logits(model, torch.tensor([ids]), t)
+        torch.testing.assert_close(js, expected, atol=MAX_LOGIT_ERROR, rtol=0)
     with torch.no_grad():  # the last layer's lens is the model's own prediction
         torch.testing.assert_close(js[-1], model(torch.tensor([ids]))[0][0, -1], atol=MAX_LOGIT_ERROR, rtol=0)
 
@@ -206,12 +211,13 @@ def test_the_javascript_writer_draws_what_generate_py_draws(name, parity_pages, 
         out = tab.evaluate("([ids, o]) => window.quill.generate(ids, 60, o)",
                            [ids, {"temperature": temperature, "top_k": top_k, "seed": seed}])
         generator = torch.Generator().manual_seed(seed)
-        expected = [int(t) for t in generate_tokens(model, torch.tensor([ids]), 60, temperature, top_k, generator)]
+        sample = generate_tokens(model, torch.tensor([ids]), 60, temperature, top_k, generator)
+        expected = [int(t) for t in sample]
         assert out["ids"] == expected, (temperature, top_k, seed)
         assert out["text"] == tok.decode(expected)
         if temperature > 0:
             draws = torch.Generator().manual_seed(seed)
-            assert out["u"] == pytest.approx([float(torch.rand((1, 1), generator=draws)) for _ in range(60)], abs=0)
+            assert out["u"] == [float(torch.rand((1, 1), generator=draws)) for _ in range(60)]  # exactly
 
 
 @pytest.mark.parametrize("name", ["gpt2", "bpe-gqa"])
@@ -238,7 +244,7 @@ def test_the_javascript_tokenizer_is_pythons(name, parity_pages, open_page):
             tok.decode(ids) for ids in singles]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The figures, on the two runs of tests/test_page.py.
 
 @pytest.fixture(params=["char_run", "bpe_modern_run"])
@@ -366,7 +372,8 @@ def test_typed_text_runs_every_figure_again(run, open_page):
     if tok.kind == "char":  # a character outside the vocabulary is marked, and the figures read the rest
         tab.locator('[data-q="typed"]').fill("To beZ#")
         expect(tab.locator('[data-q="typed-chips"] .q-unknown')).to_have_count(2)
-        expect(tab.locator('[data-q="typed-ids"]')).to_have_text(f"ids: [{', '.join(map(str, tok.encode('To be')))}]")
+        known = ", ".join(map(str, tok.encode("To be")))
+        expect(tab.locator('[data-q="typed-ids"]')).to_have_text(f"ids: [{known}]")
         expect(tab.locator('[data-q="typed-back"]')).to_contain_text('decode(ids) gives "To be"')
         expect(tab.locator('[data-q="attention-keys"] .q-chip')).to_have_count(5)
     assert problems == []
@@ -397,7 +404,8 @@ def test_the_writer_repeats_for_a_seed_and_shows_each_draw(run, open_page):
     probs, ids = next_token_candidates(logits, 0.9, 12)
     assert [int(i) for i in tab.locator('[data-q="writer-bars"] .q-row').evaluate_all(
         "rows => rows.map(r => r.dataset.id)")] == ids[0, :10].tolist()
-    expect(tab.locator('[data-q="writer-bars"] .q-chosen')).to_have_count(1 if sample[13] in ids[0, :10] else 0)
+    chosen = tab.locator('[data-q="writer-bars"] .q-chosen')
+    expect(chosen).to_have_count(1 if sample[13] in ids[0, :10] else 0)
     expect(tab.locator('[data-q="writer-text"] .q-chip')).to_have_count(idx.size(1) + 14)
     assert tab.locator('[data-q="writer-text"] .q-now').inner_text() == data["labels"][sample[13]]
     assert problems == []
@@ -415,7 +423,8 @@ def test_tokens_and_parameters_show_the_checkpoint(run, open_page):
     expect(rows).to_have_count(len(data["params"]["groups"]))
     assert sum(int(r.get_attribute("data-count")) for r in rows.all()) == model.num_params()
     rows.nth(1).hover()
-    expect(tab.locator('[data-q="params-detail"]')).to_contain_text(data["params"]["groups"][1]["tensors"][0][0])
+    first_tensor = data["params"]["groups"][1]["tensors"][0][0]
+    expect(tab.locator('[data-q="params-detail"]')).to_contain_text(first_tensor)
     expect(tab.locator('[data-q="loss-summary"]')).to_contain_text(f"at step {data['loss']['best']['step']}")
     assert problems == []
 
@@ -444,7 +453,8 @@ def test_two_pages_inside_another_page_as_a_notebook_shows_them(char_run, bpe_mo
     expect(roots).to_have_count(2)
     for i, (_, html) in enumerate((char_run, bpe_modern_run)):
         data = read_page_data(html)
-        expect(roots.nth(i).locator('[data-q="typed-chips"] .q-chip')).to_have_count(len(data["prompt"]["ids"]))
+        chips = roots.nth(i).locator('[data-q="typed-chips"] .q-chip')
+        expect(chips).to_have_count(len(data["prompt"]["ids"]))
         expect(roots.nth(i).locator('[data-q="params"] .q-row')).to_have_count(len(data["params"]["groups"]))
         expect(roots.nth(i).locator('[data-q="lens"] [data-layer]')).to_have_count(3)
     roots.nth(1).locator('[data-q="top-k"]').fill("1")  # one page's slider moves only that page
@@ -454,6 +464,7 @@ def test_two_pages_inside_another_page_as_a_notebook_shows_them(char_run, bpe_mo
     roots.nth(0).locator('[data-q="typed"]').fill("All the")  # and its own model: 7 characters
     expect(roots.nth(0).locator('[data-q="attention-keys"] .q-chip')).to_have_count(7)
     assert tab.evaluate("window.quill.tokenizer") == "bpe"  # window.quill: the last page's
-    assert tab.evaluate("[...document.querySelectorAll('.quill-page')].map(r => r.quill.tokenizer)") == ["char", "bpe"]
+    kinds = tab.evaluate("[...document.querySelectorAll('.quill-page')].map(r => r.quill.tokenizer)")
+    assert kinds == ["char", "bpe"]  # and each page's own
     tab.close()
     assert problems == []

@@ -26,13 +26,15 @@ from extras.tokenizer import CharTokenizer, tokenizer_from_checkpoint, tokenizer
 from model import GPT, PRESETS, GPTConfig
 
 TEXT = "\n".join(["To be, or not to be: that is the question.", "All the world's a stage,",
-                  "And all the men and women merely players;", "Now is the winter of our discontent!"] * 100) + "\n"
+                  "And all the men and women merely players;",
+                  "Now is the winter of our discontent!"] * 100) + "\n"
 MULTIBYTE = "Ωμέγα café naïve 日本語 😀👍🏽\n"  # 2-, 3- and 4-byte characters, an emoji with a skin tone
 PROMPT = "To be, or not"
 SAMPLING = ["--temperature", "0.9", "--top_k", "12", "--seed", "7", "--max_new_tokens", "40"]  # not defaults
 SHAKESPEARE_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # its 65
 # A run's evaluations (step, train loss, val loss): val is best at step 10, then turns upward.
 EVALS = [(0, 4.2, 4.2), (5, 3.1, 3.2), (10, 2.5, 2.6), (15, 2.2, 2.7), (20, 2.0, 2.8)]
+METRICS_HEADER = "step,train_loss,val_loss,val_bpc,lr,tokens_per_s,elapsed_s\n"
 
 
 def spread_model(config: GPTConfig, seed: int) -> GPT:
@@ -60,10 +62,10 @@ def save_run(folder, config: GPTConfig, tok, seed: int = 0, train_config: dict |
         checkpoint["train_config"] = train_config
     torch.save(checkpoint, folder / "best.pt")
     if evals:
-        (folder / "metrics.csv").write_text("step,train_loss,val_loss,val_bpc,lr,tokens_per_s,elapsed_s\n" + "".join(
-            f"{s},{t},{v},0,0.001,1000,{s}\n" for s, t, v in evals), encoding="utf-8")
-        (folder / "train_log.csv").write_text("step,lr,train_loss\n" + "".join(
-            f"{s},0.001,{'' if s % 2 else 4.0 - s / 10}\n" for s in range(1, evals[-1][0] + 1)), encoding="utf-8")
+        rows = [f"{s},{t},{v},0,0.001,1000,{s}\n" for s, t, v in evals]
+        (folder / "metrics.csv").write_text(METRICS_HEADER + "".join(rows), encoding="utf-8")
+        rows = [f"{s},0.001,{'' if s % 2 else 4.0 - s / 10}\n" for s in range(1, evals[-1][0] + 1)]
+        (folder / "train_log.csv").write_text("step,lr,train_loss\n" + "".join(rows), encoding="utf-8")
     return folder / "best.pt"
 
 
@@ -94,10 +96,10 @@ def bpe_modern_run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("page_bpe")
     tok = BPETokenizer.train([TEXT + MULTIBYTE], vocab_size=300)
-    config = GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32, position="rope",
-                       mlp="relu2")
-    checkpoint = save_run(folder / "run", config, tok, seed=2,
-                          train_config={"batch_size": 8, "recipe": "modern", "optimizer": "muon"}, evals=EVALS)
+    config = GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32,
+                       position="rope", mlp="relu2")
+    train_config = {"batch_size": 8, "recipe": "modern", "optimizer": "muon"}
+    checkpoint = save_run(folder / "run", config, tok, seed=2, train_config=train_config, evals=EVALS)
     return folder / "run", make_page(checkpoint, folder / "pictures")
 
 
@@ -155,7 +157,8 @@ def test_smaller_formats_store_what_stored_weights_says(char_run, tmp_path, fmt)
     for name, p in model.named_parameters():
         assert np.array_equal(tensors[name], expected[name].numpy()), name
         error = (expected[name] - p.detach()).abs().max() / p.detach().abs().max()
-        assert error <= (1e-3 if fmt == "float16" else 1 / 254 + 1e-6)  # half of int8's step: 1/127 of the max
+        # float16: 11 significant bits; int8: half a step, a step being 1/127 of the row's largest weight
+        assert error <= (1e-3 if fmt == "float16" else 1 / 254 + 1e-6)
         if p.dim() == 1:
             assert torch.equal(expected[name], p.detach())  # biases and gains stay float32
     sizes = {t["dtype"] for t in read_page_data(html)["weights"]["tensors"]}
@@ -166,7 +169,8 @@ def test_the_reference_logits_are_pytorchs_on_the_stored_weights(char_run, tmp_p
     folder, html = char_run
     model = model_from_checkpoint(load_checkpoint(folder / "best.pt"), torch.device("cpu"))
     idx = torch.tensor([read_page_data(html)["prompt"]["ids"]])
-    for page, fmt in [(html, "float32"), (make_page(folder / "best.pt", tmp_path, "--weights", "int8"), "int8")]:
+    int8 = make_page(folder / "best.pt", tmp_path, "--weights", "int8")
+    for page, fmt in [(html, "float32"), (int8, "int8")]:
         with torch.no_grad():
             logits = model_with_stored_weights(model, fmt)(idx)[0][0, -1]  # (V,) float32
         reference = read_page_data(page)["reference"]
@@ -203,11 +207,13 @@ def test_parameter_groups_add_up_to_num_params(run):
 
 
 def tiny_page(model: GPT, **settings) -> tuple[dict, bytes]:
-    """page_data for model with Tiny Shakespeare's characters, the default prompt and visualize.py's defaults."""
+    """page_data for model with Tiny Shakespeare's characters, the default prompt and visualize.py's
+    defaults."""
     tok = CharTokenizer(SHAKESPEARE_CHARS)
-    return page_data(model.eval(), tok, tok.encode(visualize.DEFAULT_PROMPT).tolist(), visualize.token_labels(tok),
-                     title="t", step=0, train_config=None, metrics_path=None,
-                     **{"temperature": 0.8, "top_k": 40, "seed": 1337, "max_new_tokens": 200, **settings})
+    ids = tok.encode(visualize.DEFAULT_PROMPT).tolist()
+    defaults = {"temperature": 0.8, "top_k": 40, "seed": 1337, "max_new_tokens": 200}
+    return page_data(model.eval(), tok, ids, visualize.token_labels(tok), title="t", step=0,
+                     train_config=None, metrics_path=None, **{**defaults, **settings})
 
 
 def test_an_untied_head_is_a_group_of_its_own():
@@ -223,8 +229,8 @@ def test_an_untied_head_is_a_group_of_its_own():
 
 def test_the_loss_marks_the_best_and_where_val_turns_upward(tmp_path):
     rows = [(0, 4.0, 4.0), (100, 2.0, 2.1), (200, 1.5, 1.8), (300, 1.2, 1.85), (400, 1.0, 1.9)]  # best at 200
-    (tmp_path / "metrics.csv").write_text("step,train_loss,val_loss,val_bpc,lr,tokens_per_s,elapsed_s\n" + "".join(
-        f"{s},{t},{v},0,0.001,0,0\n" for s, t, v in rows))
+    (tmp_path / "metrics.csv").write_text(METRICS_HEADER + "".join(f"{s},{t},{v},0,0.001,0,0\n"
+                                                                   for s, t, v in rows))
     (tmp_path / "train_log.csv").write_text("step,lr,train_loss\n" + "".join(
         f"{s},0.001,{'' if s % 2 else 3.0}\n" for s in range(1, 4001)))  # a loss on every other row
     history = loss_history(tmp_path / "metrics.csv", tokens_per_step=2048)
@@ -232,8 +238,7 @@ def test_the_loss_marks_the_best_and_where_val_turns_upward(tmp_path):
     assert history["turns_up"]["step"] == 300 and history["last"]["step"] == 400
     assert len(history["evals"]) == 5 and len(history["log"]) <= MAX_LOG_POINTS
     assert all(row[2] == 3.0 for row in history["log"]) and history["tokens_per_step"] == 2048
-    (tmp_path / "metrics.csv").write_text("step,train_loss,val_loss,val_bpc,lr,tokens_per_s,elapsed_s\n"
-                                          "0,4,4,0,0,0,0\n10,3,3,0,0,0,0\n")
+    (tmp_path / "metrics.csv").write_text(METRICS_HEADER + "0,4,4,0,0,0,0\n10,3,3,0,0,0,0\n")
     assert loss_history(tmp_path / "metrics.csv", 1)["turns_up"] is None  # still falling
     assert loss_history(tmp_path / "missing.csv", 1) is None
 
@@ -252,9 +257,10 @@ def test_the_page_fetches_nothing_and_names_no_url(run):
     weights = re.search(r'class="quill-weights">([^<]*)</script>', html)
     assert re.fullmatch(r"[A-Za-z0-9+/]*={0,2}", weights.group(1))  # the weights: base64 and nothing else
     rest = html.replace(weights.group(1), "")
-    for text in (rest, TEMPLATE.read_text(encoding="utf-8"), *(p.read_text(encoding="utf-8") for p in SCRIPTS.values())):
-        assert not re.search(r"https?:|//[a-z0-9]|\burl\(|@import|<link|<iframe|<img|\bsrc=|\bfetch\(|XMLHttpRequest"
-                             r"|\bimport\(|new Worker|WebSocket", text, re.IGNORECASE)
+    sources = [TEMPLATE, *SCRIPTS.values()]
+    for text in (rest, *(p.read_text(encoding="utf-8") for p in sources)):
+        assert not re.search(r"https?:|//[a-z0-9]|\burl\(|@import|<link|<iframe|<img|\bsrc=|\bfetch\("
+                             r"|XMLHttpRequest|\bimport\(|new Worker|WebSocket", text, re.IGNORECASE)
     template = TEMPLATE.read_text(encoding="utf-8")
     for mark in [DATA_MARK, WEIGHTS_MARK, *SCRIPTS]:
         assert template.count(mark) == 1 and mark not in html
@@ -287,7 +293,8 @@ def test_the_medium_preset_page_is_under_32_mb():
 
 def test_a_greedy_page_has_its_tokens_and_an_empty_one_none(char_run, tmp_path):
     folder, _ = char_run
-    data = read_page_data(make_page(folder / "best.pt", tmp_path, "--temperature", "0", "--max_new_tokens", "5"))
+    data = read_page_data(make_page(folder / "best.pt", tmp_path, "--temperature", "0",
+                                    "--max_new_tokens", "5"))
     model = model_from_checkpoint(load_checkpoint(folder / "best.pt"), torch.device("cpu"))
     with torch.no_grad():
         greedy = model.generate(torch.tensor([data["prompt"]["ids"]]), 5, temperature=0)[0, -5:].tolist()

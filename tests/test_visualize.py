@@ -1,6 +1,7 @@
-"""visualize.py: the numbers behind each picture (attention, next-token distributions, embedding PCA), the PNGs and
-index.html for a char run and a BPE checkpoint, and bad input that leaves nothing behind. The page's own numbers are
-checked in tests/test_page.py, the page in a browser in tests/test_browser.py."""
+"""visualize.py: the numbers behind each picture (attention, next-token distributions, embedding PCA), the
+PNGs and index.html for a char run and a BPE checkpoint, and bad input that leaves nothing behind. The page's
+own data is checked in tests/test_page.py, the page and the model it runs in a browser in
+tests/test_browser.py."""
 
 import importlib.util
 from dataclasses import asdict
@@ -17,7 +18,8 @@ from extras.bpe import BPETokenizer
 from extras.tokenizer import CharTokenizer, tokenizer_from_checkpoint, tokenizer_to_dict
 
 TEXT = "\n".join(["To be, or not to be: that is the question.", "All the world's a stage,",
-                  "And all the men and women merely players;", "Now is the winter of our discontent!"] * 100) + "\n"
+                  "And all the men and women merely players;",
+                  "Now is the winter of our discontent!"] * 100) + "\n"
 PROMPT = "To be, or not"
 
 
@@ -35,7 +37,8 @@ def bpe_checkpoint(tmp_path_factory):
     """An untrained BPE model with RoPE, saved as train.py saves one (its folder has no metrics.csv)."""
     require("tokenizers")
     tok = BPETokenizer.train([TEXT + "Ωμέγα café\n"], vocab_size=300)
-    config = GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32, position="rope")
+    config = GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32,
+                       position="rope")
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("bpe") / "best.pt"
     save_checkpoint(path, {"model": GPT(config).state_dict(), "model_config": asdict(config), "step": 0,
@@ -54,7 +57,8 @@ def encode(tokenizer, text: str) -> torch.Tensor:
 
 
 def test_the_default_prompt_is_in_the_tiny_shakespeare_vocabulary(corpus_path):
-    assert CharTokenizer.from_text(corpus_path.read_text(encoding="utf-8")).unknown(visualize.DEFAULT_PROMPT) == []
+    tok = CharTokenizer.from_text(corpus_path.read_text(encoding="utf-8"))
+    assert tok.unknown(visualize.DEFAULT_PROMPT) == []
 
 
 def test_attention_rows_sum_to_one_and_never_look_ahead(char_run, bpe_checkpoint):
@@ -66,14 +70,16 @@ def test_attention_rows_sum_to_one_and_never_look_ahead(char_run, bpe_checkpoint
         assert maps.shape == (model.config.n_layer, model.config.n_head, T, T)
         torch.testing.assert_close(maps.sum(dim=-1), torch.ones(maps.shape[:-1]))
         assert (maps.triu(diagonal=1) == 0).all()  # no query attends to a later key
-        assert (maps.tril() > 0).sum() == maps.shape[0] * maps.shape[1] * T * (T + 1) // 2  # every earlier key counts
+        # every earlier key counts
+        assert (maps.tril() > 0).sum() == maps.shape[0] * maps.shape[1] * T * (T + 1) // 2
 
 
 def test_attention_of_the_first_tokens_is_the_same_as_in_the_whole_prompt(char_run):
     # attention.png shows only the first ATTENTION_TOKENS tokens of a long prompt; causality makes that exact.
     model, tok = load(char_run / "best.pt")
     idx = encode(tok, PROMPT)
-    torch.testing.assert_close(visualize.attention_for(model, idx[:, :5]), visualize.attention_for(model, idx)[:, :, :5, :5])
+    torch.testing.assert_close(visualize.attention_for(model, idx[:, :5]),
+                               visualize.attention_for(model, idx)[:, :, :5, :5])
 
 
 def test_distributions_sum_to_one_top_k_keeps_k_and_temperature_sharpens(char_run):
@@ -102,16 +108,20 @@ def test_embedding_pca_has_one_labelled_point_per_token_on_the_directions_of_mos
     assert points.shape == (tok.vocab_size, 2) and len(labels) == tok.vocab_size
     assert labels == [{" ": "␣", "\n": "⏎"}.get(ch, ch) for ch in tok.chars]
     assert labels[tok.stoi[" "]] == "␣" and labels[tok.stoi["\n"]] == "⏎"
-    centred = model.transformer.wte.weight.detach() - model.transformer.wte.weight.detach().mean(dim=0)  # (V, C)
+    wte = model.transformer.wte.weight.detach()
+    centred = wte - wte.mean(dim=0)  # (V, C)
     total = centred.var(dim=0).sum()
-    torch.testing.assert_close(points.var(dim=0) / total, explained)  # the axis labels' shares are the points' spread
+    # the axis labels' shares are the points' spread
+    torch.testing.assert_close(points.var(dim=0) / total, explained)
     assert 1 >= explained[0] >= explained[1] > 0
-    assert points[:, 0].var() >= centred.var(dim=0).max()  # no single embedding dimension spreads the tokens more
+    # no single embedding dimension spreads the tokens more
+    assert points[:, 0].var() >= centred.var(dim=0).max()
 
 
 def test_tokens_are_classed_by_their_first_character():
     got = [visualize.token_class(x) for x in ["a", "b", "A", "3", "␣", "⏎", ";", "␣the", "␣And", "<f0 9f>"]]
-    assert got == ["vowel", "consonant", "capital", "digit", "other", "other", "other", "consonant", "capital", "other"]
+    assert got == ["vowel", "consonant", "capital", "digit", "other", "other", "other", "consonant",
+                   "capital", "other"]
 
 
 def test_bpe_labels_are_token_text_or_hex_for_partial_characters(bpe_checkpoint):
@@ -119,7 +129,8 @@ def test_bpe_labels_are_token_text_or_hex_for_partial_characters(bpe_checkpoint)
     pieces = tok.token_bytes()
     labels = visualize.token_labels(tok)
     assert len(labels) == len(pieces) == tok.vocab_size
-    assert sorted(p for p in pieces if len(p) == 1) == [bytes([b]) for b in range(256)]  # every byte is a token
+    # every byte is a token
+    assert sorted(p for p in pieces if len(p) == 1) == [bytes([b]) for b in range(256)]
     for i, (piece, label) in enumerate(zip(pieces, labels)):
         try:
             text = piece.decode("utf-8")
@@ -135,7 +146,8 @@ def test_bpe_labels_are_token_text_or_hex_for_partial_characters(bpe_checkpoint)
 
 
 def png_files(folder):
-    """The first bytes of each file in folder, by name: PNGs start with the PNG signature, index.html with <!doctype."""
+    """The first bytes of each file in folder, by name: PNGs start with the PNG signature, index.html with
+    <!doctype."""
     return {p.name: p.read_bytes()[:8] for p in folder.iterdir()}
 
 
@@ -146,47 +158,54 @@ PNG, HTML = b"\x89PNG\r\n\x1a\n", b"<!doctyp"
 def test_a_run_gets_every_picture(char_run, tmp_path, capsys):
     out_dir = tmp_path / "pictures"
     capsys.readouterr()
-    assert visualize.main(["--checkpoint", str(char_run / "best.pt"), "--prompt", PROMPT, "--out_dir", str(out_dir),
-                           "--device", "cpu"]) == 0
+    assert visualize.main(["--checkpoint", str(char_run / "best.pt"), "--prompt", PROMPT,
+                           "--out_dir", str(out_dir), "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    names = ["attention.png", "next_token.png", "embeddings.png", "loss.png", "index.html"]  # loss.png: metrics.csv
+    # loss.png: the run has a metrics.csv
+    names = ["attention.png", "next_token.png", "embeddings.png", "loss.png", "index.html"]
     assert png_files(out_dir) == {name: HTML if name.endswith(".html") else PNG for name in names}
     wrote = [line for line in lines if line.startswith("wrote ")]
     assert [line.split(":")[0] for line in wrote] == [f"wrote {out_dir / name}" for name in names]
     assert f"over the prompt's {len(PROMPT)} tokens" in wrote[0]
-    heads = [line for line in lines if line.startswith("  layer ")]  # how far back each head looks, one line a head
-    assert len(heads) == 1 * 2 and all("1, 2, 3 back:" in line for line in heads)  # TINY_FLAGS: 1 layer, 2 heads
+    heads = [line for line in lines if line.startswith("  layer ")]  # how far back each head looks
+    # TINY_FLAGS: 1 layer, 2 heads
+    assert len(heads) == 1 * 2 and all("1, 2, 3 back:" in line for line in heads)
+    assert "the page that runs the model" in wrote[-1] and "weights as float32" in wrote[-1]
 
 
 @needs("matplotlib")
 def test_a_bpe_checkpoint_without_metrics_gets_three_pictures_and_the_page(bpe_checkpoint, tmp_path, capsys):
     out_dir = tmp_path / "pictures"
     capsys.readouterr()
-    assert visualize.main(["--checkpoint", str(bpe_checkpoint), "--prompt", "Ωμέγα 😀, to be", "--out_dir", str(out_dir),
-                           "--device", "cpu"]) == 0
-    assert png_files(out_dir) == {"attention.png": PNG, "next_token.png": PNG, "embeddings.png": PNG, "index.html": HTML}
+    assert visualize.main(["--checkpoint", str(bpe_checkpoint), "--prompt", "Ωμέγα 😀, to be",
+                           "--out_dir", str(out_dir), "--device", "cpu"]) == 0
+    assert png_files(out_dir) == {"attention.png": PNG, "next_token.png": PNG, "embeddings.png": PNG,
+                                  "index.html": HTML}
     assert sum(line.startswith("wrote ") for line in capsys.readouterr().out.splitlines()) == 4
 
 
 @needs("matplotlib")
 def test_a_long_prompt_shows_its_first_tokens_and_says_so(char_run, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(visualize, "ATTENTION_TOKENS", 8)  # the tiny model's context is shorter than the real 48
+    monkeypatch.setattr(visualize, "ATTENTION_TOKENS", 8)  # the tiny model's context is shorter than 48
     capsys.readouterr()
-    assert visualize.main(["--checkpoint", str(char_run / "best.pt"), "--prompt", PROMPT, "--out_dir", str(tmp_path),
-                           "--device", "cpu"]) == 0
+    assert visualize.main(["--checkpoint", str(char_run / "best.pt"), "--prompt", PROMPT,
+                           "--out_dir", str(tmp_path), "--device", "cpu"]) == 0
     assert f"over the first 8 of the prompt's {len(PROMPT)} tokens" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("case", ["too long", "unknown characters", "empty", "missing file", "not a checkpoint",
-                                  "not a train.py dict", "out_dir is a file", "negative temperature", "top_k 0"])
+@pytest.mark.parametrize("case", ["too long", "unknown characters", "empty", "missing file",
+                                  "not a checkpoint", "not a train.py dict", "out_dir is a file",
+                                  "negative temperature", "top_k 0", "weights bfloat16"])
 def test_bad_input_is_one_line_and_writes_nothing(case, char_run, tmp_path, capsys):
     checkpoint, prompt, out_dir = char_run / "best.pt", PROMPT, tmp_path / "pictures" / "run"
     expected = {"too long": "the prompt is 60 tokens but this model sees at most 32",
                 "unknown characters": "never saw: '#' 'Z' '😀'", "empty": "--prompt must not be empty",
                 "missing file": "no checkpoint at", "not a checkpoint": "is not a readable checkpoint",
-                "not a train.py dict": "is not a checkpoint written by train.py", "out_dir is a file": "is a file",
-                "negative temperature": "--temperature must be >= 0", "top_k 0": "--top_k >= 1"}[case]
-    sampling = {"negative temperature": ["--temperature", "-0.5"], "top_k 0": ["--top_k", "0"]}.get(case, [])
+                "not a train.py dict": "is not a checkpoint written by train.py",
+                "out_dir is a file": "is a file", "negative temperature": "--temperature must be >= 0",
+                "top_k 0": "--top_k >= 1", "weights bfloat16": "--weights"}[case]
+    sampling = {"negative temperature": ["--temperature", "-0.5"], "top_k 0": ["--top_k", "0"],
+                "weights bfloat16": ["--weights", "bfloat16"]}.get(case, [])
     if case == "too long":
         prompt = "To be " * 10
     elif case == "unknown characters":
@@ -205,8 +224,8 @@ def test_bad_input_is_one_line_and_writes_nothing(case, char_run, tmp_path, caps
         out_dir = tmp_path / "pictures"
         out_dir.write_text("keep me")
     capsys.readouterr()
-    code = visualize.main(["--checkpoint", str(checkpoint), "--prompt", prompt, "--out_dir", str(out_dir), "--device", "cpu",
-                           *sampling])
+    code = visualize.main(["--checkpoint", str(checkpoint), "--prompt", prompt, "--out_dir", str(out_dir),
+                           "--device", "cpu", *sampling])
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == "" and captured.err.count("\n") == 1 and captured.err.startswith("error: ")
@@ -220,7 +239,8 @@ def test_bad_input_is_one_line_and_writes_nothing(case, char_run, tmp_path, caps
 def test_attention_by_distance_reads_the_diagonals():
     T = 6
     previous = torch.zeros(1, 2, T, T)
-    previous[0, 0] = torch.eye(T).roll(-1, dims=1).tril()  # head 0: all weight one token back (the first: itself)
+    # head 0: all weight one token back (the first token: on itself)
+    previous[0, 0] = torch.eye(T).roll(-1, dims=1).tril()
     previous[0, 0, 0, 0] = 1.0
     previous[0, 1] = torch.ones(T, T).tril() / torch.arange(1, T + 1)[:, None]  # head 1: even over the past
     by_distance = visualize.attention_by_distance(previous)  # (1, 2, 4)
@@ -232,7 +252,8 @@ def test_attention_by_distance_reads_the_diagonals():
 
 def test_without_matplotlib_one_line_says_how_to_get_it(char_run, tmp_path, capsys, monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
     out_dir = tmp_path / "pictures"
     assert visualize.main(["--checkpoint", str(char_run / "best.pt"), "--out_dir", str(out_dir)]) == 2
     err = capsys.readouterr().err
@@ -244,7 +265,8 @@ def test_without_matplotlib_one_line_says_how_to_get_it(char_run, tmp_path, caps
 def test_a_one_token_prompt_still_draws_and_reports(char_run, tmp_path, capsys):
     out_dir = tmp_path / "pictures"
     capsys.readouterr()
-    assert visualize.main(["--checkpoint", str(char_run / "best.pt"), "--prompt", "T", "--out_dir", str(out_dir)]) == 0
+    assert visualize.main(["--checkpoint", str(char_run / "best.pt"), "--prompt", "T",
+                           "--out_dir", str(out_dir)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "  layer 0 head 0: mean weight on the token itself: 100%; most read: 'T'" in lines
     assert (out_dir / "attention.png").read_bytes()[:4] == b"\x89PNG"
