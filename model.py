@@ -28,8 +28,8 @@ class GPTConfig:
     n_embd: int = 384  # embedding width C
     dropout: float = 0.0  # probability of zeroing an activation while training
     bias: bool = True  # biases in Linear and LayerNorm layers, as in GPT-2
-    # The 2026 pieces: extras/modern.py plugs them in (make_norm, make_attention, make_mlp below). The defaults
-    # are GPT-2's, so a checkpoint saved before these fields existed loads as the model it was.
+    # The 2026 pieces: extras/modern.py plugs them in (make_norm, make_attention, make_mlp below).
+    # The defaults are GPT-2's, so a checkpoint saved before these fields existed loads as the model it was.
     position: str = "learned"  # learned: a trained table of positions; rope: rotate queries and keys
     norm: str = "layernorm"  # layernorm, or rmsnorm: scale only, no centring, no bias
     mlp: str = "gelu"  # gelu (4C wide), swiglu (gated, 8C/3 wide) or relu2 (ReLU squared, 4C wide)
@@ -95,7 +95,8 @@ class CausalSelfAttention(nn.Module):
         return q, k, v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """softmax(q kᵀ / √hs) v with the future masked out: (B, nh, T, hs), by PyTorch's fastest kernel."""
+        """softmax(q kᵀ / √hs) v with the future masked out: (B, nh, T, hs), by PyTorch's fastest
+        kernel."""
         dropout = self.dropout if self.training else 0.0
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=q.size(2) > 1)
 

@@ -107,7 +107,8 @@ class RunState:
     step: int = 0  # optimizer steps taken
     best_val_loss: float = math.inf
     evals_without_improvement: int = 0  # for --patience
-    elapsed_s: float = 0.0  # seconds of training so far, over every resume (start-up and compiling not counted)
+    # seconds of training so far, over every resume (start-up and compiling not counted)
+    elapsed_s: float = 0.0
 
 
 def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Precision,
@@ -122,10 +123,11 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
     # wrapper around it (compiled now, on a micro-batch of the training shape).
     torch.manual_seed(cfg.seed)
     model = GPT(model_cfg).to(device)
-    optimizers = configure_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), device,
-                                     kind=cfg.optimizer, muon_lr=cfg.muon_lr)
+    optimizers = configure_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
+                                     device, kind=cfg.optimizer, muon_lr=cfg.muon_lr)
     scaler = precision.new_scaler()
-    first = sample_starts(len(data.train), T, B // (ranks.world_size * A), torch.Generator().manual_seed(cfg.seed))
+    first = sample_starts(len(data.train), T, B // (ranks.world_size * A),
+                          torch.Generator().manual_seed(cfg.seed))
     step_model = wrap_for_training(model, precision, ranks, get_batch(data.train, T, first, device), A)
     # Random streams: dropout, one per rank; the batch order, one stream that every rank follows, each taking
     # its own slice of every batch.
@@ -146,8 +148,8 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
     training = (model, data.tokenizer, optimizers, scaler, batch_generator)  # what last.pt saves
 
     clock = RunClock(cfg.time_budget, state.elapsed_s, ranks)  # the time budget; Ctrl-C and SIGTERM
-    bar = tqdm(total=None if cfg.time_budget else cfg.max_iters, initial=state.step, desc="train", unit="step",
-               dynamic_ncols=True, disable=not ranks.is_main)  # with a time budget, steps are open-ended
+    bar = tqdm(total=None if cfg.time_budget else cfg.max_iters,  # with a time budget, steps are open-ended
+               initial=state.step, desc="train", unit="step", dynamic_ncols=True, disable=not ranks.is_main)
     stop_reason = None
     with clock, bar:
         elapsed, out_of_time, stop_signal = clock.check()  # the same on every rank
@@ -208,9 +210,9 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
             "stop_reason": stop_reason, "elapsed_s": clock.elapsed()}
 
 
-def evaluate_and_save(cfg: TrainConfig, state: RunState, elapsed: float, model: GPT, tokenizer, optimizers: list,
-                      scaler, batch_generator: torch.Generator, evals: EvalSets, log: TrainLog,
-                      precision: Precision, ranks: Ranks) -> str:
+def evaluate_and_save(cfg: TrainConfig, state: RunState, elapsed: float, model: GPT, tokenizer,
+                      optimizers: list, scaler, batch_generator: torch.Generator, evals: EvalSets,
+                      log: TrainLog, precision: Precision, ranks: Ranks) -> str:
     """Evaluate on the fixed train and val samples and update the best val loss; then write metrics.csv,
     best.pt (when val improved), last.pt and loss.png. Every rank takes part; rank 0 writes. Returns the
     evaluation's line for the log."""
@@ -229,7 +231,8 @@ def evaluate_and_save(cfg: TrainConfig, state: RunState, elapsed: float, model: 
     last = make_checkpoint(cfg, state, model, tokenizer, optimizers, scaler, batch_generator, ranks)
     if ranks.is_main:
         out_dir = Path(cfg.out_dir)
-        row = [state.step, losses["train"], losses["val"], losses["val_bpc"], lr, tokens_per_s, state.elapsed_s]
+        row = [state.step, losses["train"], losses["val"], losses["val_bpc"], lr, tokens_per_s,
+               state.elapsed_s]
         append_metrics(out_dir / "metrics.csv", row)
         if improved:  # best.pt: the weights, settings and state; what generate.py and evaluate.py need
             save_checkpoint(out_dir / "best.pt", make_checkpoint(cfg, state, model, tokenizer))
@@ -241,11 +244,12 @@ def evaluate_and_save(cfg: TrainConfig, state: RunState, elapsed: float, model: 
 
 
 def make_checkpoint(cfg: TrainConfig, state: RunState, model: GPT, tokenizer, optimizers: list | None = None,
-                    scaler=None, batch_generator: torch.Generator | None = None, ranks: Ranks = Ranks()) -> dict:
-    """A checkpoint, as one dict of tensors and plain data (torch.load(weights_only=True) reads it safely): the
-    weights, the model's architecture, the settings, the tokenizer and the state; best.pt holds just these.
-    With the optimizers, also what --resume needs (last.pt): their states, the loss scaler's and every random
-    state (every rank takes part then)."""
+                    scaler=None, batch_generator: torch.Generator | None = None,
+                    ranks: Ranks = Ranks()) -> dict:
+    """A checkpoint, as one dict of tensors and plain data (torch.load(weights_only=True) reads it safely):
+    the weights, the model's architecture, the settings, the tokenizer and the state; best.pt holds just
+    these. With the optimizers, also what --resume needs (last.pt): their states, the loss scaler's and every
+    random state (every rank takes part then)."""
     ckpt = {"model": model.state_dict(), "model_config": asdict(model.config), "train_config": asdict(cfg),
             "tokenizer": tokenizer_to_dict(tokenizer), **asdict(state)}
     if optimizers is not None:
@@ -272,7 +276,8 @@ def train_and_sample(run: Run) -> None:
     result = train(cfg, run.model_cfg, run.data, run.precision, run.resume_from, run.ranks)
     out_dir = Path(cfg.out_dir)
     print(f"done: {result['step']} steps in {result['elapsed_s']:,.0f}s, {result['stop_reason']} | best val "
-          f"loss {result['best_val_loss']:.4f} (checkpoint {out_dir / 'best.pt'}; plot {out_dir / 'loss.png'})")
+          f"loss {result['best_val_loss']:.4f} (checkpoint {out_dir / 'best.pt'}; "
+          f"plot {out_dir / 'loss.png'})")
     if cfg.sample_chars and run.ranks.is_main:
         model, tokenizer = result["model"].eval(), run.data.tokenizer
         start_ids = tokenizer.encode("\n").tolist() if not tokenizer.unknown("\n") else [0]  # as after a line

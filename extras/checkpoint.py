@@ -1,10 +1,12 @@
 """Checkpoints: one dict of tensors and plain Python types, so torch.load(weights_only=True) can read it
 safely.
 
-    model, model_config, tokenizer       what generate.py and evaluate.py need (best.pt holds only these and the state)
+    model, model_config, tokenizer       what generate.py and evaluate.py need (best.pt holds only these and
+                                         the state)
     step, best_val_loss, ...             the run's state (train.RunState) at the time of saving
 (train.py's make_checkpoint builds the dict)
-    train_config                         the run's hyperparameters (not how it was launched: device, dtype, compile)
+    train_config                         the run's hyperparameters (not how it was launched: device, dtype,
+                                         compile)
     optimizer, scaler, rng               what --resume needs on top (last.pt; extras/resume.py restores it)
 """
 
@@ -23,9 +25,11 @@ def save_checkpoint(path: Path, checkpoint: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint saved by this repo, refusing anything that is not one (without running any code in it)."""
+    """Load a checkpoint saved by this repo, refusing anything that is not one (without running any code in
+    it)."""
     if not path.is_file():
-        raise CLIError(f"no checkpoint at {path}; train one first with `python train.py` or pass the right path")
+        raise CLIError(f"no checkpoint at {path}; train one first with `python train.py` "
+                       "or pass the right path")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated, foreign or unsafe files
@@ -33,7 +37,8 @@ def load_checkpoint(path: Path) -> dict:
         raise CLIError(f"{path} is not a readable checkpoint ({first_line[:160]})") from None
     required = {"model", "model_config", "step"}
     if not isinstance(checkpoint, dict) or not required <= checkpoint.keys():
-        raise CLIError(f"{path} is not a checkpoint written by train.py (missing {sorted(required - set(checkpoint or {}))})")
+        raise CLIError(f"{path} is not a checkpoint written by train.py "
+                       f"(missing {sorted(required - set(checkpoint or {}))})")
     # "vocab": a character vocabulary, before BPE
     if "tokenizer" not in checkpoint and "vocab" not in checkpoint:
         raise CLIError(f"{path} is not a checkpoint written by train.py (it holds no tokenizer)")
@@ -55,4 +60,5 @@ def check_writable(out_dir: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise CLIError(f"cannot write to --out_dir {out_dir} ({e.strerror or e}); pick a folder you can write to") from None
+        raise CLIError(f"cannot write to --out_dir {out_dir} ({e.strerror or e}); "
+                       "pick a folder you can write to") from None

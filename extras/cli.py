@@ -9,8 +9,8 @@ import sys
 from collections.abc import Callable
 
 # Exit codes: 2 for a problem with what the user passed (flags, files), 1 for a run that failed on its own,
-# 130 for Ctrl-C (the shell's convention, 128 + SIGINT); a training run stopped by SIGTERM exits 143 (128 + 15,
-# extras/control.py).
+# 130 for Ctrl-C (the shell's convention, 128 + SIGINT); a training run stopped by SIGTERM exits 143
+# (128 + 15, extras/control.py).
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
 
@@ -30,7 +30,8 @@ class FlagParser(argparse.ArgumentParser):
 
 
 def run_cli(body: Callable[[], int]) -> int:
-    """Run a script's body; a CLIError becomes its one line on stderr and its exit code, Ctrl-C exit code 130."""
+    """Run a script's body; a CLIError becomes its one line on stderr and its exit code, Ctrl-C exit code
+    130."""
     try:
         return body()
     except CLIError as e:

@@ -1,5 +1,5 @@
-"""torch.compile for training, imported only where it is on (a CUDA GPU with Triton, or --compile on): compiling
-takes a while, so it happens once before the clock starts, on a real micro-batch.
+"""torch.compile for training, imported only where it is on (a CUDA GPU with Triton, or --compile on):
+compiling takes a while, so it happens once before the clock starts, on a real micro-batch.
 """
 
 import time
@@ -10,7 +10,8 @@ from extras.precision import Precision
 from extras.step import skip_grad_sync
 
 
-def compile_for_training(step_model, x: torch.Tensor, y: torch.Tensor, precision: Precision, micro_steps: int = 1):
+def compile_for_training(step_model, x: torch.Tensor, y: torch.Tensor, precision: Precision,
+                         micro_steps: int = 1):
     """torch.compile step_model (the model, or the model already wrapped in DDP, so that the compiled backward
     overlaps DDP's gradient all-reduce) and compile it now, on (x, y): a real micro-batch of the training
     shape, in training mode, with and without gradient sync when there are several micro-steps. So the

@@ -52,5 +52,6 @@ class RunClock:
         return 128 + (self.signals[0] if self.signals else signal.SIGINT)
 
     def signal_name(self) -> str:
-        """The first stop signal received, by name ("SIGINT" for Ctrl-C); "a signal" on a rank that got none."""
+        """The first stop signal received, by name ("SIGINT" for Ctrl-C); "a signal" on a rank that got
+        none."""
         return signal.Signals(self.signals[0]).name if self.signals else "a signal"

@@ -46,7 +46,8 @@ class DataError(ValueError):
 
 
 def check_text_file(path: Path) -> None:
-    """Raise DataError if path is missing, a directory, unreadable or empty (UTF-8 is checked as it is read)."""
+    """Raise DataError if path is missing, a directory, unreadable or empty (UTF-8 is checked as it is
+    read)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file {path} does not exist; check the --data path")
@@ -61,7 +62,8 @@ def check_text_file(path: Path) -> None:
         raise DataError(f"data file {path} is empty; pass a text file with --data")
 
 
-def iter_text(path: Path, start: int = 0, stop: int | None = None, chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
+def iter_text(path: Path, start: int = 0, stop: int | None = None,
+              chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
     """Yield the characters [start, stop) of a UTF-8 file, at most chunk_chars at a time.
 
     Newlines are read as open() reads them in text mode: "\\r\\n" and "\\r" become "\\n". We decode the bytes
@@ -80,7 +82,8 @@ def iter_text(path: Path, start: int = 0, stop: int | None = None, chunk_chars: 
                 try:
                     text = decoder.decode(block, final=not block)
                 except UnicodeDecodeError as e:
-                    raise DataError(f"data file {path} is not UTF-8 text (bad byte at offset {offset - held + e.start}); "
+                    raise DataError(f"data file {path} is not UTF-8 text "
+                                    f"(bad byte at offset {offset - held + e.start}); "
                                     "pass a UTF-8 text file with --data") from None
                 offset += len(block)
                 lo, hi = max(start - pos, 0), len(text) if stop is None else min(stop - pos, len(text))
@@ -176,7 +179,8 @@ def prepare(path: Path, cache_dir: Path, tokenizer=None, kind: str = "char", voc
             n_chars = sum(len(chunk) for chunk in iter_text(path, chunk_chars=chunk_chars))
             n_train_chars = int(TRAIN_FRACTION * n_chars)
             if tokenizer is None:
-                log(f"tokens: training a byte-level BPE tokenizer (vocab {vocab_size}) on {n_train_chars:,} characters")
+                log(f"tokens: training a byte-level BPE tokenizer (vocab {vocab_size}) "
+                    f"on {n_train_chars:,} characters")
                 from extras.bpe import BPETokenizer, piece_batches  # only for --tokenizer bpe
                 batches = piece_batches(iter_text(path, 0, n_train_chars, chunk_chars))
                 tokenizer = BPETokenizer.train((piece for batch in batches for piece in batch), vocab_size)
@@ -195,15 +199,17 @@ def prepare(path: Path, cache_dir: Path, tokenizer=None, kind: str = "char", voc
                 write_bpe_ids(f, tokenizer, iter_text(path, n_train_chars, None, chunk_chars))))
         if _file_id(path) != _file_id(path, stat):
             bin_path.unlink()
-            raise DataError(f"data file {path} changed while it was being encoded; run again once it is complete")
-        meta = {"format": FORMAT, "source": str(path.resolve()), "sha256": sha, "tokenizer": tokenizer_to_dict(tokenizer),
-                "dtype": tokenizer.dtype.name, "n_train": n_train, "n_val": n_val,
-                "n_chars": n_chars, "n_train_chars": n_train_chars}
+            raise DataError(f"data file {path} changed while it was being encoded; "
+                            "run again once it is complete")
+        meta = {"format": FORMAT, "source": str(path.resolve()), "sha256": sha,
+                "tokenizer": tokenizer_to_dict(tokenizer), "dtype": tokenizer.dtype.name, "n_train": n_train,
+                "n_val": n_val, "n_chars": n_chars, "n_train_chars": n_train_chars}
         payload = json.dumps(meta, indent=1).encode("utf-8")
         # last: its presence means complete
         write_atomically(bin_path.with_suffix(".json"), lambda f: f.write(payload))
     except OSError as e:
-        raise DataError(f"cannot write the token cache in {cache_dir} ({e.strerror or e}); pass a writable --cache_dir") from None
+        raise DataError(f"cannot write the token cache in {cache_dir} ({e.strerror or e}); "
+                        "pass a writable --cache_dir") from None
 
     data = _token_data(bin_path, meta, tokenizer, False, t0)
     megabytes = stat.st_size / 1e6
@@ -223,7 +229,8 @@ def _read_cache(bin_path: Path, sha: str, tokenizer=None) -> tuple[dict | None, 
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         stored = tokenizer_from_dict(meta["tokenizer"])
         n_train, n_val = meta["n_train"], meta["n_val"]
-        if not all(isinstance(meta[k], int) and meta[k] >= 0 for k in ("n_train", "n_val", "n_chars", "n_train_chars")):
+        if not all(isinstance(meta[k], int) and meta[k] >= 0
+                   for k in ("n_train", "n_val", "n_chars", "n_train_chars")):
             raise ValueError("token and character counts must be non-negative integers")
     # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -245,7 +252,8 @@ def _read_cache(bin_path: Path, sha: str, tokenizer=None) -> tuple[dict | None, 
 
 
 def _token_data(bin_path: Path, meta: dict, tokenizer, from_cache: bool, t0: float) -> TokenData:
-    """Map the .bin read-only and split it into train and val views (no copy: pages load as batches touch them)."""
+    """Map the .bin read-only and split it into train and val views (no copy: pages load as batches touch
+    them)."""
     ids = np.memmap(bin_path, dtype=tokenizer.dtype, mode="r")
     n_train = meta["n_train"]
     return TokenData(train=ids[:n_train], val=ids[n_train:], tokenizer=tokenizer, n_chars=meta["n_chars"],
@@ -263,7 +271,8 @@ def _file_id(path: Path, stat: os.stat_result | None = None) -> tuple | None:
 
 
 def _write_char_ids(f, path: Path, tokenizer: CharTokenizer, chunk_chars: int) -> int:
-    """Encode the whole text chunk by chunk into f and return its length; DataError naming every character the tokenizer lacks."""
+    """Encode the whole text chunk by chunk into f and return its length; DataError naming every character
+    the tokenizer lacks."""
     n_chars, missing = 0, set()
     for chunk in iter_text(path, chunk_chars=chunk_chars):
         n_chars += len(chunk)
@@ -282,11 +291,14 @@ def _write_char_ids(f, path: Path, tokenizer: CharTokenizer, chunk_chars: int) -
 
 
 def main(argv=None) -> int:
-    """Encode a text ahead of training (before a torchrun launch, say); the last line printed is a JSON summary."""
+    """Encode a text ahead of training (before a torchrun launch, say); the last line printed is a JSON
+    summary."""
     parser = argparse.ArgumentParser(description="Encode a UTF-8 text into the token cache train.py reads.")
     parser.add_argument("data", help="UTF-8 text file")
-    parser.add_argument("--cache_dir", default="out/cache", help="cache folder (train.py's default: out_dir/cache)")
-    parser.add_argument("--tokenizer", default="char", choices=["char", "bpe"], help="as train.py --tokenizer")
+    parser.add_argument("--cache_dir", default="out/cache",
+                        help="cache folder (train.py's default: out_dir/cache)")
+    parser.add_argument("--tokenizer", default="char", choices=["char", "bpe"],
+                        help="as train.py --tokenizer")
     parser.add_argument("--vocab_size", type=int, default=1024, help="as train.py --vocab_size (bpe only)")
     args = parser.parse_args(argv)
     try:
@@ -294,8 +306,9 @@ def main(argv=None) -> int:
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"seconds": data.seconds, "tokens": len(data.train) + len(data.val), "chars": data.n_chars,
-                      "vocab": data.tokenizer.vocab_size, "from_cache": data.from_cache, "path": str(data.path)}))
+    print(json.dumps({"seconds": data.seconds, "tokens": len(data.train) + len(data.val),
+                      "chars": data.n_chars, "vocab": data.tokenizer.vocab_size,
+                      "from_cache": data.from_cache, "path": str(data.path)}))
     return 0
 
 

@@ -31,7 +31,8 @@ def start_ranks(requested_device: str) -> Ranks:
     """Join the torchrun process group if there is one, and take this rank's GPU."""
     if "RANK" not in os.environ:
         return Ranks()
-    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]), launched=True)
+    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]),
+                  launched=True)
     use_cuda = torch.cuda.is_available() and requested_device in ("auto", "cuda")
     if use_cuda:
         if ranks.local_rank >= torch.cuda.device_count():

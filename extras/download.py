@@ -22,8 +22,8 @@ def download(url: str, path: Path, sha256: str, timeout: float = 30.0) -> None:
             payload = response.read()
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise DataError(f"could not download the corpus from {url} ({reason}); put Tiny Shakespeare at {path} or "
-                        "pass --data PATH") from None
+        raise DataError(f"could not download the corpus from {url} ({reason}); "
+                        f"put Tiny Shakespeare at {path} or pass --data PATH") from None
     digest = hashlib.sha256(payload).hexdigest()
     if digest != sha256:
         raise DataError(f"the file from {url} has sha256 {digest}, expected {sha256}; nothing was saved. "

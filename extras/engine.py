@@ -86,10 +86,12 @@ def kv_caches(model: GPT, batch_size: int = 1, length: int | None = None, dtype:
             attn.cache = None
 
 
-def kv_cache_bytes(config: GPTConfig, batch_size: int, length: int, dtype: torch.dtype = torch.float32) -> int:
+def kv_cache_bytes(config: GPTConfig, batch_size: int, length: int,
+                   dtype: torch.dtype = torch.float32) -> int:
     """Bytes a KV cache of `length` positions takes: keys and values, n_kv_head heads, every layer."""
     itemsize = torch.empty((), dtype=dtype).element_size()
-    return 2 * config.n_layer * batch_size * config.kv_heads * length * (config.n_embd // config.n_head) * itemsize
+    return (2 * config.n_layer * batch_size * config.kv_heads * length * (config.n_embd // config.n_head)
+            * itemsize)
 
 
 @torch.inference_mode()
@@ -178,6 +180,7 @@ def pick_weights_dtype(device: torch.device, requested: str, n_params: int) -> t
     if not cpu_has_native_bfloat16():
         return torch.float32, "this CPU has no bfloat16 in hardware"
     if n_params < CPU_BFLOAT16_MIN_PARAMS:
-        return torch.float32, (f"a model under {CPU_BFLOAT16_MIN_PARAMS / 1e6:g}M parameters reads its weights from the "
-                               "CPU's caches anyway; bfloat16 measured slower there")
-    return torch.bfloat16, "this CPU has bfloat16 in hardware: half the memory read per token (docs/BENCHMARKS.md)"
+        return torch.float32, (f"a model under {CPU_BFLOAT16_MIN_PARAMS / 1e6:g}M parameters reads its "
+                               "weights from the CPU's caches anyway; bfloat16 measured slower there")
+    return torch.bfloat16, ("this CPU has bfloat16 in hardware: half the memory read per token "
+                            "(docs/BENCHMARKS.md)")

@@ -112,12 +112,14 @@ def plot_metrics(metrics_path: Path, png_path: Path, tokens_per_step: int) -> No
         # Noisier than the evaluations (fewer tokens, dropout on) but many more points, so the shape of the
         # curve shows.
         logged = [r for r in log if not math.isnan(r["train_loss"])]
-        ax.plot([r["step"] for r in logged], [r["train_loss"] for r in logged], color="C0", linewidth=0.8, alpha=0.6,
-                label="train loss, training batches (mean over each log interval)")
+        ax.plot([r["step"] for r in logged], [r["train_loss"] for r in logged], color="C0", linewidth=0.8,
+                alpha=0.6, label="train loss, training batches (mean over each log interval)")
     # the evaluations are points; a run without the log has only them to draw a line
     joined = "none" if log else "-"
-    ax.plot(steps, [r["val_loss"] for r in rows], color="C1", marker="o", linestyle=joined, label="val loss, evaluation")
-    ax.plot(steps, [r["train_loss"] for r in rows], color="C0", marker="s", markersize=8, markerfacecolor="none",
+    ax.plot(steps, [r["val_loss"] for r in rows], color="C1", marker="o", linestyle=joined,
+            label="val loss, evaluation")
+    ax.plot(steps, [r["train_loss"] for r in rows], color="C0", marker="s", markersize=8,
+            markerfacecolor="none",
             # hollow: the val point often sits right under it
             linestyle=joined, label="train loss, evaluation")
     best = min(rows, key=lambda r: r["val_loss"])
@@ -126,14 +128,16 @@ def plot_metrics(metrics_path: Path, png_path: Path, tokens_per_step: int) -> No
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats per character)")
     ax.grid(alpha=0.3)
-    tokens = ax.secondary_xaxis("top", functions=(lambda s: s * tokens_per_step / 1e6, lambda t: t * 1e6 / tokens_per_step))
+    tokens = ax.secondary_xaxis("top", functions=(lambda s: s * tokens_per_step / 1e6,
+                                                  lambda t: t * 1e6 / tokens_per_step))
     tokens.set_xlabel("training tokens (millions)")
     lr_ax = ax.twinx()
     if log:
         lr_ax.plot([r["step"] for r in log], [r["lr"] for r in log], color="grey", linestyle=":",
                    label="learning rate (every step)")
     else:  # where the schedule stood at each evaluation: all an older run recorded
-        lr_ax.plot(steps, [r["lr"] for r in rows], color="grey", linestyle=":", label="learning rate (at evaluations)")
+        lr_ax.plot(steps, [r["lr"] for r in rows], color="grey", linestyle=":",
+                   label="learning rate (at evaluations)")
     lr_ax.set_ylabel("learning rate")
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     handles = ax.get_legend_handles_labels()[0] + lr_ax.get_legend_handles_labels()[0]
@@ -183,7 +187,8 @@ class TrainLog:
         return mean_loss
 
     def tokens_per_s(self, restart: bool = False) -> float:
-        """Training tokens per second of this rank since the last restart (the last value, if no step since)."""
+        """Training tokens per second of this rank since the last restart (the last value, if no step
+        since)."""
         if self.seconds > 0:
             self.last_rate = self.tokens / self.seconds
         if restart:

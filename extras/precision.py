@@ -7,7 +7,8 @@ val loss a run logs and the number evaluate.py prints are computed the same way,
 
     CUDA GPU      bfloat16 autocast where the GPU has it natively (Ampere and newer), else float16 with a loss
                   scaler (T4, V100); TF32 matmuls; torch.compile when Triton is importable
-    Apple MPS     float32, no compile (compile on MPS has given NaNs and slowdowns); --dtype bfloat16 on request
+    Apple MPS     float32, no compile (compile on MPS has given NaNs and slowdowns); --dtype bfloat16 on
+                  request
     CPU           float32, no compile (measured: no faster here); --dtype bfloat16 or float16 and --compile on
                   run the GPU code paths on a CPU, which is how the tests check them
 """
@@ -33,16 +34,18 @@ def pick_dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
         if requested not in DTYPES:
             raise CLIError(f"--dtype {requested} is not one of {', '.join(DTYPES)}")
         if device.type == "mps" and requested == "float16":
-            raise CLIError("--dtype float16 needs a loss scaler, which this project does not use on Apple MPS; "
-                           "use --dtype bfloat16 or float32 there")
+            raise CLIError("--dtype float16 needs a loss scaler, which this project does not use on "
+                           "Apple MPS; use --dtype bfloat16 or float32 there")
         if device.type == "mps" and requested == "bfloat16" and torch_version() < (2, 6):
-            raise CLIError(f"--dtype bfloat16 on Apple MPS needs torch 2.6 or newer (this is {torch.__version__}; older "
-                           "ones quietly run float32 instead); upgrade torch or use --dtype float32")
+            raise CLIError("--dtype bfloat16 on Apple MPS needs torch 2.6 or newer "
+                           f"(this is {torch.__version__}; older ones quietly run float32 instead); "
+                           "upgrade torch or use --dtype float32")
         note = {"cpu": " (autocast on a CPU: runs the GPU code path, seldom faster)"}.get(device.type, "")
         return DTYPES[requested], f"requested with --dtype{note if requested != 'float32' else ''}"
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported(including_emulation=False):  # emulated bf16 (T4, V100) is slow
-            return torch.bfloat16, "this GPU supports bfloat16: half the memory traffic, no loss scaling needed"
+            return torch.bfloat16, ("this GPU supports bfloat16: half the memory traffic, "
+                                    "no loss scaling needed")
         return torch.float16, "this GPU has no bfloat16, so float16 with loss scaling"
     return torch.float32, f"full precision on {device.type}"
 
@@ -54,7 +57,8 @@ def pick_compile(device: torch.device, requested: str) -> tuple[bool, str]:
     if requested == "on":
         return True, "requested with --compile on"
     if device.type != "cuda":
-        return False, f"the default on {device.type}: measured no faster on CPU, unreliable on MPS (docs/BENCHMARKS.md)"
+        return False, (f"the default on {device.type}: measured no faster on CPU, unreliable on MPS "
+                       "(docs/BENCHMARKS.md)")
     if importlib.util.find_spec("triton") is None:
         return False, "Triton is not installed, and compiling for CUDA needs it"
     if torch.cuda.get_device_capability(device)[0] < 7:
@@ -80,7 +84,8 @@ class Precision:
         return self.dtype == torch.float16
 
     def autocast(self):
-        """A context that runs matmuls in self.dtype (and keeps the rest in float32), or does nothing for float32."""
+        """A context that runs matmuls in self.dtype (and keeps the rest in float32), or does nothing for
+        float32."""
         if self.dtype == torch.float32:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
@@ -99,16 +104,19 @@ class Precision:
         device_why, dtype_why, compile_why = self.reasons
         if self.device.type == "cpu":
             device_why += f"; {cpu_class()}"
-        return (f"device: {self.device} ({device_why}) | dtype: {str(self.dtype).removeprefix('torch.')} ({dtype_why})"
-                f"{' + TF32 matmuls' if self.tf32 else ''} | compile: {'on' if self.compile else 'off'} ({compile_why})")
+        return (f"device: {self.device} ({device_why}) | "
+                f"dtype: {str(self.dtype).removeprefix('torch.')} ({dtype_why})"
+                f"{' + TF32 matmuls' if self.tf32 else ''} | "
+                f"compile: {'on' if self.compile else 'off'} ({compile_why})")
 
 
-def make_precision(device: str = "auto", dtype: str = "auto", compile: str = "off", local_rank: int | None = None
-                   ) -> Precision:
+def make_precision(device: str = "auto", dtype: str = "auto", compile: str = "off",
+                   local_rank: int | None = None) -> Precision:
     """Decide the device (the local_rank-th GPU under torchrun), dtype, TF32 and compile, with reasons."""
     dev, device_why = pick_device(device)
     if dev.type == "cuda" and local_rank is not None:
         dev = torch.device("cuda", local_rank)
     dt, dtype_why = pick_dtype(dev, dtype)
     use_compile, compile_why = pick_compile(dev, compile)
-    return Precision(dev, dt, use_compile, tf32=dev.type == "cuda", reasons=(device_why, dtype_why, compile_why))
+    return Precision(dev, dt, use_compile, tf32=dev.type == "cuda",
+                     reasons=(device_why, dtype_why, compile_why))

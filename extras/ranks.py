@@ -1,5 +1,5 @@
-"""Where this process stands among torchrun's ranks, the few collective calls the training loop makes, and every
-rank's random states for last.pt.
+"""Where this process stands among torchrun's ranks, the few collective calls the training loop makes, and
+every rank's random states for last.pt.
 
 Started with plain `python` there is one rank, and every function here returns at once: the code that starts
 and joins a torchrun process group is extras/distributed.py, imported only under torchrun.
@@ -24,7 +24,8 @@ class Ranks:
 
     @property
     def is_main(self) -> bool:
-        """Rank 0 alone prints, writes files and downloads: N copies of every line and file would help no one."""
+        """Rank 0 alone prints, writes files and downloads: N copies of every line and file would help no
+        one."""
         return self.rank == 0
 
 

@@ -37,7 +37,8 @@ def resumed_configs(checkpoint: dict, given: dict, config_class):
                 for k in ("tokenizer", "vocab_size", "recipe", "optimizer")
                 if k in given and given[k] != getattr(saved_cfg, k)]
     if clashes:
-        raise CLIError("--resume cannot change the model's shape, tokenizer or optimizer: " + ", ".join(clashes))
+        raise CLIError("--resume cannot change the model's shape, tokenizer or optimizer: "
+                       + ", ".join(clashes))
     return replace(saved_cfg, **{k: v for k, v in given.items() if k in train_names}), model_cfg
 
 
@@ -62,7 +63,8 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
     load_state_dict() would also bring back the saved run's kernel flags: a run saved with fused AdamW on a
     GPU and resumed where fused is missing would then fail at its first step.
     """
-    kernels = [{k: g[k] for k in ("fused", "foreach", "capturable", "peak_lr") if k in g} for g in optimizer.param_groups]
+    kernels = [{k: g[k] for k in ("fused", "foreach", "capturable", "peak_lr") if k in g}
+               for g in optimizer.param_groups]
     optimizer.load_state_dict(saved)
     for group, keep in zip(optimizer.param_groups, kernels):
         group.update(keep)
@@ -87,7 +89,8 @@ def restore_scaler(scaler: torch.amp.GradScaler, saved: dict) -> bool:
     return False
 
 
-def set_rng_states(states: dict, device: torch.device, batch_generator: torch.Generator, ranks: Ranks = Ranks()) -> None:
+def set_rng_states(states: dict, device: torch.device, batch_generator: torch.Generator,
+                   ranks: Ranks = Ranks()) -> None:
     """Restore what rng_states() saved. A rank with no saved state (the run had fewer ranks) keeps its fresh
     seed; a device generator saved on another kind of device is skipped (the batch order and CPU states still
     carry over)."""

@@ -2,8 +2,9 @@
 
 train.py's main() hands its arguments to run_command(), which does everything around the loop:
 
-    flags -> settings     TrainConfig, RunControls and GPTConfig fields as flags, with the help text below; the
-                          CPU quick run's defaults, --recipe, then the flags given; checked before anything runs
+    flags -> settings     TrainConfig, RunControls and GPTConfig fields as flags, with the help text below;
+                          the CPU quick run's defaults, --recipe, then the flags given; checked before
+                          anything runs
     device, precision     extras/precision.py decides, and the start-up line says why
     --resume              last.pt loaded and checked against the flags given (extras/resume.py)
     torchrun              ranks joined (extras/distributed.py, only under torchrun); rank 0 alone prints
@@ -112,7 +113,8 @@ HELP = {
 CHOICES = {"tokenizer": ["char", "bpe"], "preset": list(PRESETS), "recipe": ["gpt2", "modern"],
            "optimizer": ["adamw", "muon"], "device": ["auto", "cpu", "cuda", "mps"],
            "dtype": ["auto", "float32", "bfloat16", "float16"], "compile": ["auto", "on", "off"],
-           "position": ["learned", "rope"], "norm": ["layernorm", "rmsnorm"], "mlp": ["gelu", "swiglu", "relu2"]}
+           "position": ["learned", "rope"], "norm": ["layernorm", "rmsnorm"],
+           "mlp": ["gelu", "swiglu", "relu2"]}
 DEFAULT_HELP = {"data": "Tiny Shakespeare in data/, downloaded on first use", "cache_dir": "out_dir/cache",
                 "preset": "medium on GPU/MPS; a quick run on CPU", "muon_lr": "--learning_rate",
                 "n_kv_head": "n_head: ordinary multi-head attention"}
@@ -170,7 +172,8 @@ def run_command(argv, config_class, body) -> int:
             raise
         print(f"error on rank {ranks.rank}: stopped, as rank 0 did (its error says why)", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:  # Ctrl-C outside the training loop (start-up, the closing sample): nothing to save
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (start-up, the closing sample):
+        # nothing to save
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
@@ -245,7 +248,8 @@ def set_up(given: dict, ranks: Ranks, config_class) -> Run:
         cfg, model_cfg = resolve_configs(given, device, config_class)
     validate(cfg, model_cfg, ranks.world_size)
 
-    # The data: downloaded if need be, encoded or read back from its token cache. Under torchrun, rank 0 first.
+    # The data: downloaded if need be, encoded or read back from its token cache.
+    # Under torchrun, rank 0 first.
     if ranks.launched:
         from extras.distributed import rank_zero_first
         data = rank_zero_first(lambda: check_writable(out_dir) or load_data(cfg, resume_from),
@@ -257,9 +261,9 @@ def set_up(given: dict, ranks: Ranks, config_class) -> Run:
         model_cfg = replace(model_cfg, vocab_size=data.tokenizer.vocab_size)
     T = model_cfg.block_size
     if len(data.val) < T + 1 or len(data.train) < T + 1:
-        raise CLIError(f"data file {cfg.data or DEFAULT_DATA} gives {len(data.train):,} train and {len(data.val):,} val "
-                       f"tokens; with block_size {T} each split needs at least {T + 1} (one window). Use "
-                       "more text or a smaller --block_size")
+        raise CLIError(f"data file {cfg.data or DEFAULT_DATA} gives {len(data.train):,} train and "
+                       f"{len(data.val):,} val tokens; with block_size {T} each split needs at least {T + 1} "
+                       "(one window). Use more text or a smaller --block_size")
     if resume_from:
         print(f"resuming {out_dir / 'last.pt'} at step {resume_from['step']} of {cfg.max_iters}")
     return Run(cfg, model_cfg, data, precision, resume_from, ranks)
@@ -343,7 +347,8 @@ def load_data(cfg, resume_from: dict | None) -> TokenData:
         if resume_from is not None:
             from extras.tokenizer import tokenizer_from_checkpoint
             tokenizer = tokenizer_from_checkpoint(resume_from)
-        return prepare(data_path, cache_dir, tokenizer=tokenizer, kind=cfg.tokenizer, vocab_size=cfg.vocab_size)
+        return prepare(data_path, cache_dir, tokenizer=tokenizer, kind=cfg.tokenizer,
+                       vocab_size=cfg.vocab_size)
     except DataError as e:
         resumed_char = tokenizer is not None and "not in the vocabulary" in str(e)
         hint = "; --resume needs text in the checkpoint's vocabulary" if resumed_char else ""
@@ -364,7 +369,8 @@ def report_start(model, optimizers: list, data: TokenData, cfg, evals, ranks: Ra
         about = f"{type(o).__name__} ({n:,} parameters, peak lr {o.param_groups[0]['peak_lr']:g}"
         if hasattr(o, "ns_dtype"):  # Muon: the dtype of its orthogonalisation, and why that one
             from extras.modern import pick_muon_dtype
-            dtype, why = str(o.ns_dtype).removeprefix("torch."), pick_muon_dtype(next(model.parameters()).device)[1]
+            dtype, why = (str(o.ns_dtype).removeprefix("torch."),
+                          pick_muon_dtype(next(model.parameters()).device)[1])
             about += f"; Newton-Schulz in {dtype}: {why}"
         described.append(about + ")")
     print("optimizer: " + " + ".join(described))
@@ -411,8 +417,9 @@ def interrupted(clock, log, last: dict, ranks: Ranks) -> CLIError:
     log.write()
     if ranks.is_main:
         save_checkpoint(out_dir / "last.pt", last)
-    return CLIError(f"interrupted ({clock.signal_name()}) at step {last['step']}; saved {out_dir / 'last.pt'}. "
-                    f"Continue with: {resume_command(out_dir, ranks)}", clock.exit_code())
+    return CLIError(f"interrupted ({clock.signal_name()}) at step {last['step']}; "
+                    f"saved {out_dir / 'last.pt'}. Continue with: {resume_command(out_dir, ranks)}",
+                    clock.exit_code())
 
 
 @contextmanager
@@ -423,12 +430,14 @@ def failures_explained(run: Run):
     try:
         yield
     except (RuntimeError, MemoryError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError; so is MPS's
-        if not (isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()):
+        if not (isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError))
+                or "out of memory" in str(e).lower()):
             raise
-        raise CLIError(f"ran out of memory on {run.precision.device}: lower --batch_size (now {cfg.batch_size}) "
-                       f"or --block_size (now {run.model_cfg.block_size}), raise --grad_accum_steps (now "
-                       f"{cfg.grad_accum_steps}; same batch, less memory), or pick a smaller --preset. "
-                       "Checkpoints from earlier evaluations are intact", EXIT_FAILED) from None
+        raise CLIError(f"ran out of memory on {run.precision.device}: lower --batch_size "
+                       f"(now {cfg.batch_size}) or --block_size (now {run.model_cfg.block_size}), "
+                       f"raise --grad_accum_steps (now {cfg.grad_accum_steps}; same batch, less memory), "
+                       "or pick a smaller --preset. Checkpoints from earlier evaluations are intact",
+                       EXIT_FAILED) from None
     # A write into out_dir failed (a full disk, a quota, a drive gone). Checkpoints and loss.png are replaced
     # whole or not at all (extras/files.py) and a failed CSV append is cut back, so what was saved is still
     # there to resume from.

@@ -20,7 +20,8 @@ def sample_starts(n_tokens: int, block_size: int, batch_size: int, generator: to
 
 
 def get_batch(data: np.ndarray, block_size: int, starts: np.ndarray, device: torch.device):
-    """Inputs x and targets y, both (B, T), from the windows of data at starts; y is x shifted one to the left."""
+    """Inputs x and targets y, both (B, T), from the windows of data at starts; y is x shifted one to the
+    left."""
     offsets = starts[:, None] + np.arange(block_size + 1)  # (B, T + 1)
     window = torch.from_numpy(data[offsets].astype(np.int64))  # one vectorised read of just these windows
     if device.type == "cuda":  # page-locked memory lets the copy run while the GPU is busy
@@ -81,7 +82,8 @@ def configure_optimizer(model: GPT, learning_rate: float, weight_decay: float, b
     if fused is None:
         fused = has_fused_adamw(device.type)
     params = split_params(model, kind)
-    adamw = torch.optim.AdamW([{"params": params["decay"], "weight_decay": weight_decay, "peak_lr": learning_rate},
+    adamw = torch.optim.AdamW([{"params": params["decay"], "weight_decay": weight_decay,
+                                "peak_lr": learning_rate},
                                {"params": params["no_decay"], "weight_decay": 0.0, "peak_lr": learning_rate}],
                               lr=learning_rate, betas=betas, fused=fused or None)
     if kind == "adamw":

@@ -14,7 +14,8 @@ N_CODE_POINTS = 0x110000  # every Unicode code point, U+0000 to U+10FFFF
 
 
 def ids_dtype(vocab_size: int) -> np.dtype:
-    """The smallest unsigned integer type that holds every token id: half the disk and memory of int32 for V <= 65536."""
+    """The smallest unsigned integer type that holds every token id: half the disk and memory of int32 for
+    V <= 65536."""
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
@@ -24,7 +25,8 @@ def name_chars(chars: Iterable[str]) -> str:
 
 
 def code_points(text: str) -> np.ndarray:
-    """The Unicode code point of every character of text, as a uint32 array, without a Python loop per character."""
+    """The Unicode code point of every character of text, as a uint32 array, without a Python loop per
+    character."""
     # UTF-32 stores each character as one 4-byte integer, so the encoded bytes *are* the code point array.
     # surrogatepass: a lone surrogate (possible in a Python str, never in decoded UTF-8) is still one code
     # point.
@@ -34,7 +36,8 @@ def code_points(text: str) -> np.ndarray:
 def check_bpe_vocab_size(vocab_size: int) -> None:
     """ValueError unless vocab_size leaves room for the 256 single bytes."""
     if vocab_size < 256:
-        raise ValueError(f"vocab_size must be at least 256 (byte-level BPE starts from the 256 byte values), got {vocab_size}")
+        raise ValueError("vocab_size must be at least 256 (byte-level BPE starts from the 256 byte values), "
+                         f"got {vocab_size}")
 
 
 class CharTokenizer:
@@ -65,7 +68,8 @@ class CharTokenizer:
         return sorted(set(text) - self.stoi.keys())
 
     def encode(self, text: str) -> np.ndarray:
-        """Turn text into an array of token ids; raises ValueError naming any character outside the vocabulary."""
+        """Turn text into an array of token ids; raises ValueError naming any character outside the
+        vocabulary."""
         if self.unknown(text):
             raise ValueError("characters not in the vocabulary: " + name_chars(self.unknown(text)))
         return np.array([self.stoi[ch] for ch in text], dtype=self.dtype)
@@ -92,11 +96,13 @@ class CharTokenizer:
     def from_mask(cls, seen: np.ndarray) -> "CharTokenizer":
         """Build the vocabulary from a boolean array indexed by code point (True: the character occurs)."""
         if seen.shape != (N_CODE_POINTS,):
-            raise ValueError(f"the mask must have one entry per code point ({N_CODE_POINTS}), got shape {seen.shape}")
+            raise ValueError(f"the mask must have one entry per code point ({N_CODE_POINTS}), "
+                             f"got shape {seen.shape}")
         return cls("".join(map(chr, np.flatnonzero(seen))))  # flatnonzero is sorted, so the vocabulary is too
 
     def lookup_table(self) -> np.ndarray:
-        """An int32 array of 0x110000 entries (4.4 MB): the token id of each code point, -1 where it has none."""
+        """An int32 array of 0x110000 entries (4.4 MB): the token id of each code point, -1 where it has
+        none."""
         if self._table is None:
             table = np.full(N_CODE_POINTS, -1, dtype=np.int32)
             table[code_points(self.chars)] = np.arange(self.vocab_size, dtype=np.int32)
@@ -108,7 +114,8 @@ class CharTokenizer:
         cps = code_points(text)  # (N,)
         ids = self.lookup_table()[cps]  # (N,) -1 for unknown characters
         if (ids < 0).any():
-            raise ValueError("characters not in the vocabulary: " + name_chars(map(chr, np.unique(cps[ids < 0]))))
+            raise ValueError("characters not in the vocabulary: "
+                             + name_chars(map(chr, np.unique(cps[ids < 0]))))
         return ids.astype(self.dtype)
 
 
@@ -132,7 +139,8 @@ def tokenizer_from_dict(d):
 
 
 def tokenizer_from_checkpoint(ckpt: dict):
-    """The tokenizer a checkpoint was trained with: ckpt["tokenizer"], or older versions' character vocabulary ckpt["vocab"]."""
+    """The tokenizer a checkpoint was trained with: ckpt["tokenizer"], or older versions' character vocabulary
+    ckpt["vocab"]."""
     if "tokenizer" in ckpt:
         return tokenizer_from_dict(ckpt["tokenizer"])
     if "vocab" in ckpt:
