@@ -2,7 +2,8 @@
 
     python evaluate.py                         # out/best.pt on the text it was trained on
     python evaluate.py --checkpoint out/last.pt --data my.txt
-    python evaluate.py --block_size 128 --weights_dtype bfloat16   # what a shorter context, bfloat16 weights cost
+    python evaluate.py --block_size 128 --weights_dtype bfloat16
+                                               # what a shorter context, bfloat16 weights cost
 
 The loss is the mean cross-entropy over every token of the validation split (the last 10% of the text), read
 in non-overlapping windows of the model's block_size: each token is predicted exactly once. The split streams
@@ -29,18 +30,22 @@ def main(argv=None) -> int:
     """Command-line entry point."""
     parser = FlagParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="out/best.pt", help="checkpoint written by train.py")
-    parser.add_argument("--data", default=None, help="text file (default: the one the checkpoint was trained on)")
+    parser.add_argument("--data", default=None,
+                        help="text file (default: the one the checkpoint was trained on)")
     parser.add_argument("--cache_dir", default=None, help="token cache folder (default: the training run's)")
     parser.add_argument("--batch_size", type=int, default=EVAL_BATCH_SIZE,
                         help="windows per forward pass (training's evaluations use the default)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto picks cuda, then mps, then cpu")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="auto picks cuda, then mps, then cpu")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="autocast dtype, as train.py --dtype (auto: what training uses on this device)")
     parser.add_argument("--block_size", type=int, default=None,
-                        help="read the text in windows of this many tokens, at most the checkpoint's (default): what a "
-                             "shorter context costs, e.g. generate.py's shift window, which sees half to all of it")
+                        help="read the text in windows of this many tokens, at most the checkpoint's "
+                             "(default): what a shorter context costs, e.g. generate.py's shift window, "
+                             "which sees half to all of it")
     parser.add_argument("--weights_dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                        help="cast the weights to this dtype first, as generate.py --dtype does: what that costs in loss")
+                        help="cast the weights to this dtype first, as generate.py --dtype does: what that "
+                             "costs in loss")
     return run_cli(lambda: report(parser.parse_args(argv)))
 
 
@@ -52,18 +57,20 @@ def report(args: argparse.Namespace) -> int:
     trained_block = checkpoint["model_config"]["block_size"]
     block_size = args.block_size or trained_block
     if not 1 <= block_size <= trained_block:
-        raise CLIError(f"--block_size must be between 1 and {trained_block}, the context this model was trained with; "
-                       f"got {block_size}")
+        raise CLIError(f"--block_size must be between 1 and {trained_block}, the context this model was "
+                       f"trained with; got {block_size}")
     precision = make_precision(args.device, args.dtype, "off")
     precision.apply()
     train_config = checkpoint.get("train_config", {})
     data_path = Path(args.data or train_config.get("data") or DEFAULT_DATA)
-    cache_dir = Path(args.cache_dir or train_config.get("cache_dir") or Path(train_config.get("out_dir", "out")) / "cache")
+    cache_dir = Path(args.cache_dir or train_config.get("cache_dir")
+                     or Path(train_config.get("out_dir", "out")) / "cache")
     try:
         tokenizer = tokenizer_from_checkpoint(checkpoint)
         data = prepare(data_path, cache_dir, tokenizer=tokenizer)
     except DataError as e:
-        raise CLIError(f"{e}; evaluate on text the checkpoint's tokenizer can encode" if "vocabulary" in str(e) else str(e)) from None
+        raise CLIError(f"{e}; evaluate on text the checkpoint's tokenizer can encode"
+                       if "vocabulary" in str(e) else str(e)) from None
     except ValueError as e:
         raise CLIError(f"{args.checkpoint} holds a tokenizer this version cannot read ({e})") from None
     if len(data.val) < 2:
@@ -73,9 +80,10 @@ def report(args: argparse.Namespace) -> int:
     n_tokens = len(data.val) - 1  # every val token but the first is predicted once
     n_chars = count_chars(tokenizer, data.val[1:])  # the characters those predicted tokens spell
     bits_per_char = loss * n_tokens / n_chars / math.log(2)
-    print(f"full val loss {loss:.4f} per token (perplexity {math.exp(loss):.2f}), {bits_per_char:.4f} bits per character, "
-          f"over {n_tokens:,} tokens ({n_chars:,} characters) of {data_path} | {args.checkpoint}, step {checkpoint['step']}, "
-          f"{str(precision.dtype).removeprefix('torch.')} on {precision.device}"
+    print(f"full val loss {loss:.4f} per token (perplexity {math.exp(loss):.2f}), {bits_per_char:.4f} bits "
+          f"per character, over {n_tokens:,} tokens ({n_chars:,} characters) of {data_path} | "
+          f"{args.checkpoint}, step {checkpoint['step']}, {str(precision.dtype).removeprefix('torch.')} on "
+          f"{precision.device}"
           + (f", windows of {block_size} tokens" if block_size != trained_block else "")
           + (f", {args.weights_dtype} weights" if args.weights_dtype != "float32" else ""))
     return 0

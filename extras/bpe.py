@@ -19,7 +19,8 @@ def hf_tokenizers():
     try:
         import tokenizers
     except ImportError:
-        raise ValueError("byte-level BPE needs the Hugging Face tokenizers package: pip install tokenizers") from None
+        raise ValueError("byte-level BPE needs the Hugging Face tokenizers package: "
+                         "pip install tokenizers") from None
     return tokenizers
 
 
@@ -30,7 +31,8 @@ def byte_of_symbol() -> dict[str, int]:
     themselves, the other 68 (space, newline, control bytes...) as the characters from U+0100 on, in byte
     order. So " the" is stored in the vocabulary as "Ġthe" (Ġ is U+0120, byte 32).
     """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
     others = [b for b in range(256) if b not in printable]
     table = {chr(b): b for b in printable}
     table.update({chr(256 + n): b for n, b in enumerate(others)})
@@ -58,12 +60,14 @@ class BPETokenizer:
         # nothing.
         model, pre = (config.get(k) or {} for k in ("model", "pre_tokenizer"))
         if model.get("type") != "BPE" or pre.get("type") != "ByteLevel":
-            raise ValueError(f"not a byte-level BPE tokenizer (model {model.get('type')}, pre-tokenizer {pre.get('type')})")
+            raise ValueError(f"not a byte-level BPE tokenizer (model {model.get('type')}, "
+                             f"pre-tokenizer {pre.get('type')})")
         self._json = self._tok.to_str()  # the library's own serialisation, so equal tokenizers compare equal
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int) -> "BPETokenizer":
-        """Learn merges on texts until there are vocab_size tokens (the 256 bytes included) or nothing left to merge."""
+        """Learn merges on texts until there are vocab_size tokens (the 256 bytes included) or nothing left
+        to merge."""
         check_bpe_vocab_size(vocab_size)
         hf = hf_tokenizers()
         tok = hf.Tokenizer(hf.models.BPE())
@@ -117,7 +121,8 @@ class BPETokenizer:
         return self._json
 
     def token_bytes(self) -> list[bytes]:
-        """The bytes each token id stands for, by id: whole characters, or part of one (an emoji's first two bytes)."""
+        """The bytes each token id stands for, by id: whole characters, or part of one (an emoji's first two
+        bytes)."""
         table = byte_of_symbol()
         out = [b""] * self.vocab_size
         for symbols, i in self._tok.get_vocab().items():  # stand-in string -> id
