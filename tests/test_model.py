@@ -207,12 +207,14 @@ def test_shift_keeps_the_last_half_of_the_window_and_fills_it_again():
 
 def test_the_running_text_and_the_cache_stay_bounded(monkeypatch):
     model = GPT(SMALL).eval()
-    sizes = []
-    real_new_cache = engine.new_cache
-    monkeypatch.setattr(engine, "new_cache", lambda *a, **kw: sizes.append(real_new_cache(*a, **kw)) or sizes[-1])
+    made = []
+    real_cache = engine.KVCache
+    monkeypatch.setattr(engine, "KVCache", lambda *a, **kw: made.append(real_cache(*a, **kw)) or made[-1])
     tokens = list(engine.generate_tokens(model, torch.zeros((1, 1), dtype=torch.long), 5 * SMALL.block_size))
     assert len(tokens) == 5 * SMALL.block_size and all(t.shape == (1, 1) for t in tokens)
-    assert len(sizes) == 1 and sizes[0].capacity == SMALL.block_size  # one cache, allocated once
+    # one cache per layer, allocated once, for one window
+    assert len(made) == SMALL.n_layer and all(c.capacity == SMALL.block_size for c in made)
+    assert all(block.attn.cache is None for block in model.transformer.h)  # taken away again afterwards
 
 
 def test_cached_logits_equal_uncached_logits_at_every_position():
@@ -220,14 +222,14 @@ def test_cached_logits_equal_uncached_logits_at_every_position():
     model = GPT(SMALL).eval()
     idx = torch.randint(65, (2, SMALL.block_size))
     full, _ = model(idx)  # (2, 32, 65): every position computed at once, no cache
-    cache = engine.new_cache(model, batch_size=2)
-    prefill, _ = model(idx[:, :5], cache=cache)
-    assert torch.allclose(prefill, full[:, :5], atol=1e-4)
-    for t in range(5, SMALL.block_size):
-        step, _ = model(idx[:, t : t + 1], cache=cache)
-        assert torch.allclose(step[:, 0], full[:, t], atol=1e-4), f"position {t}"
-    with pytest.raises(ValueError, match="block_size"):
-        model(idx[:, :1], cache=cache)  # the cache is full: no position 32 exists
+    with engine.kv_caches(model, batch_size=2):
+        prefill, _ = model(idx[:, :5])
+        assert torch.allclose(prefill, full[:, :5], atol=1e-4)
+        for t in range(5, SMALL.block_size):
+            step, _ = model(idx[:, t : t + 1], start=t)
+            assert torch.allclose(step[:, 0], full[:, t], atol=1e-4), f"position {t}"
+        with pytest.raises(ValueError, match="block_size"):
+            model(idx[:, :1], start=SMALL.block_size)  # the cache is full: no position 32 exists
 
 
 @pytest.mark.parametrize("window", ["slide", "shift"])
