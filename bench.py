@@ -12,9 +12,9 @@
     python bench.py --matmul                          # is bfloat16 native here? a matmul in each dtype
     python bench.py --gpu_check                       # on a GPU: tests, speed, medium with each recipe
 
-Training: full optimizer steps (forward, backward, clip, AdamW) with train.py's step code and precision
-(dtype, loss scaler, compile) for the device, on random token ids, timed after warm-up steps with the device
-synchronised before each clock read. Generation: new tokens per second from a one-token prompt, recomputing
+Training: train.py itself, run in a subprocess with the preset, recipe, batch and precision asked for (dtype,
+loss scaler, compile) on a random 65-character text, so the step timed is the one training takes; the figure
+is the tokens/s its metrics.csv reports for the steps after the warm-up steps. Generation: new tokens per second from a one-token prompt, recomputing
 the whole window at every step (as nanoGPT's sample.py) against the KV cache with each window policy, in
 float32 and with the weights in the dtype generate.py picks. Encoding: dataset.prepare() on a generated text
 of --data_mb megabytes, each run in a fresh process so that its peak memory (the operating system's high-water
