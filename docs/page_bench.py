@@ -57,7 +57,8 @@ TIME_GENERATE = """([prompt, n]) => {
 }"""
 TIME_FORWARD = """ids => {
   const start = performance.now();
-  window.quill.model.forward(ids, window.quill.newCache(), { attention: true });
+  window.quill.useCaches(null);
+  window.quill.model.forward(ids, { attention: true });
   return performance.now() - start;
 }"""
 TIME_TYPED = """text => {

@@ -2,9 +2,9 @@
 //
 // Read it beside model.py: the same classes (CausalSelfAttention, MLP, Block, GPT), the same parameter
 // names (wte, wpe, ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj, ln_f, lm_head) in the same
-// order, then sampling (next_token_candidates, sample_next_token) and generation with a KV cache
-// (extras/engine.py). The 2026 pieces of extras/modern.py (RoPE, RMSNorm, SwiGLU, ReLU², QK-norm,
-// grouped-query attention, an untied head) are one `if` each where they plug in.
+// order, then sampling (next_token_candidates, sample_next_token) and generation with a KV cache in each
+// attention layer (extras/engine.py). The 2026 pieces of extras/modern.py (RoPE, RMSNorm, SwiGLU, ReLU²,
+// QK-norm, grouped-query attention, an untied head) are one `if` each where they plug in.
 //
 // A tensor is a Float32Array in row-major order: x[t * C + c] is channel c of position t, and a Linear's
 // weight[o * n_in + i] is PyTorch's weight[o, i]. Sums run in JavaScript's 64-bit numbers and are stored as
@@ -172,6 +172,9 @@ class CausalSelfAttention {
     this.c_proj = new Linear(params, `${name}.c_proj`, C, C);
     this.q_norm = params[`${name}.q_norm.weight`] || null;  // QK-norm's gains (hs,), with qk_norm only
     this.k_norm = params[`${name}.k_norm.weight`] || null;
+    // While generating, generateTokens gives each layer a KV cache of its own (useCaches): the keys and
+    // values of the positions seen so far, so that each new token computes only its own.
+    this.cache = null;
     this.invFreq = null;
     if (config.position === "rope") {
       const hs = this.head_size;
@@ -179,11 +182,13 @@ class CausalSelfAttention {
     }
   }
 
-  // x (T, C) at positions past .. past + T - 1; their keys and values go into cache (one layer's). Returns
-  // (T, C). maps, if given, receives each head's attention weights: maps[h] is (T, past + T).
-  forward(x, T, cache, past, maps) {
+  // x (T, C) -> (T, C). With a cache, x's positions follow those in it, and its keys and values are added
+  // to it. maps, if given, receives each head's attention weights: maps[h] is (T, past + T).
+  forward(x, T, maps) {
     const C = this.n_head * this.head_size, hs = this.head_size, kvw = this.kv_width;
     const width = C + 2 * kvw, group = this.n_head / this.n_kv_head;
+    const cache = this.cache || kvCache(T, kvw);  // without one: these T positions' keys and values only
+    const past = cache.length;  // positions before x's
     const qkv = this.c_attn.forward(x, T);  // (T, C + 2 nkv hs): queries, then keys, then values
     for (let t = 0; t < T; t++) {
       const row = t * width;
@@ -198,6 +203,7 @@ class CausalSelfAttention {
       cache.k.set(qkv.subarray(row + C, row + C + kvw), (past + t) * kvw);  // (nkv hs) at its position
       cache.v.set(qkv.subarray(row + C + kvw, row + width), (past + t) * kvw);
     }
+    cache.length = past + T;
     const y = new Float32Array(T * C), scale = 1 / Math.sqrt(hs);
     const weights = new Float64Array(past + T);
     for (let t = 0; t < T; t++) {
@@ -261,7 +267,6 @@ class MLP {
 class Block {
   constructor(config, params, layer) {
     const name = `transformer.h.${layer}`;
-    this.layer = layer;  // which block this is: where its keys and values go in a KV cache
     this.ln_1 = new Norm(params, `${name}.ln_1`, config.norm, config.n_embd);
     this.attn = new CausalSelfAttention(config, params, `${name}.attn`);
     this.ln_2 = new Norm(params, `${name}.ln_2`, config.norm, config.n_embd);
@@ -269,8 +274,8 @@ class Block {
   }
 
   // Pre-norm: attention then MLP, each on a normalised copy, each added back to the residual stream x.
-  forward(x, T, cache, past, maps) {
-    const a = this.attn.forward(this.ln_1.forward(x, T), T, cache.layers[this.layer], past, maps);
+  forward(x, T, maps) {
+    const a = this.attn.forward(this.ln_1.forward(x, T), T, maps);
     for (let i = 0; i < x.length; i++) x[i] += a[i];
     const m = this.mlp.forward(this.ln_2.forward(x, T), T);
     for (let i = 0; i < x.length; i++) x[i] += m[i];
@@ -292,31 +297,32 @@ class GPT {
     this.lm_head = new Linear(params, head, C, config.vocab_size);
   }
 
-  // Token ids idx (T) continuing what cache holds (newCache(model) for a fresh start) -> logits
-  // (T, V) as a Float32Array. Options: last: only the last position's logits (1, V), what generation needs;
-  // attention: also every layer's weights, attention[layer][head] (T, T); residuals: also the residual
-  // stream (T, C) after the embeddings and after each block, for the logit lens.
-  forward(idx, cache, { last = false, attention = false, residuals = false } = {}) {
-    const T = idx.length, C = this.config.n_embd, past = cache.length;
-    if (past + T > this.config.block_size) {
-      throw new Error(`sequence of length ${past + T} is longer than the model's block_size ` +
+  // Token ids idx (T) -> logits (T, V) as a Float32Array. Options: start: the position of idx's first
+  // token (0, unless generation continues a cached text); last: only the last position's logits (1, V),
+  // what generation needs; attention: also every layer's weights, attention[layer][head] (T, past + T);
+  // residuals: also the residual stream (T, C) after the embeddings and after each block, for the logit
+  // lens.
+  forward(idx, { start = 0, last = false, attention = false, residuals = false } = {}) {
+    const T = idx.length, C = this.config.n_embd;
+    if (start + T > this.config.block_size) {
+      throw new Error(`sequence of length ${start + T} is longer than the model's block_size ` +
         `${this.config.block_size}`);
     }
+    const past = this.h[0].attn.cache ? this.h[0].attn.cache.length : 0;  // keys each query may also read
     const x = new Float32Array(T * C);
     for (let t = 0; t < T; t++) {
       for (let c = 0; c < C; c++) {
-        x[t * C + c] = this.wte[idx[t] * C + c] + (this.wpe ? this.wpe[(past + t) * C + c] : 0);
+        x[t * C + c] = this.wte[idx[t] * C + c] + (this.wpe ? this.wpe[(start + t) * C + c] : 0);
       }
     }
     const out = { attention: attention ? [] : null, residuals: residuals ? [x.slice()] : null };
     for (const block of this.h) {
       const maps = attention
         ? Array.from({ length: this.config.n_head }, () => new Float32Array(T * (past + T))) : null;
-      block.forward(x, T, cache, past, maps);
+      block.forward(x, T, maps);
       if (attention) out.attention.push(maps);
       if (residuals) out.residuals.push(x.slice());
     }
-    cache.length += T;  // every block has stored its keys and values for these positions
     const rows = last ? x.subarray((T - 1) * C) : x;
     out.logits = this.lm_head.forward(this.ln_f.forward(rows, last ? 1 : T), last ? 1 : T);
     return out;
@@ -329,13 +335,23 @@ class GPT {
   }
 }
 
-// Keys and values of the positions seen so far, for every block (extras/engine.py's KVCache): allocated
-// once for block_size positions, filled in place.
-function newCache(model) {
+// One attention layer's keys and values, for up to `length` positions of `width` (nkv hs) numbers each
+// (extras/engine.py's KVCache): allocated once, filled in place.
+function kvCache(length, width) {
+  return { k: new Float32Array(length * width), v: new Float32Array(length * width), length: 0 };
+}
+
+// A fresh KV cache for each attention layer of model, for block_size positions (extras/engine.py's
+// kv_caches).
+function kvCaches(model) {
   const c = model.config, width = (c.n_kv_head || c.n_head) * (c.n_embd / c.n_head);
-  const layers = Array.from({ length: c.n_layer }, () => ({
-    k: new Float32Array(c.block_size * width), v: new Float32Array(c.block_size * width) }));
-  return { layers, length: 0 };
+  return model.h.map(() => kvCache(c.block_size, width));
+}
+
+// Give each attention layer its cache, caches[layer], or none (null): a plain forward pass. Whoever runs the
+// model sets the caches it wants first, since the page's figures and its writer take turns with one model.
+function useCaches(model, caches) {
+  model.h.forEach((block, layer) => { block.attn.cache = caches ? caches[layer] : null; });
 }
 
 // ---- Sampling: model.py's next_token_candidates and sample_next_token ----------------------------------
@@ -406,31 +422,34 @@ function sampleNextToken(logits, temperature, topK, generator) {
 
 // ---- Generation: extras/engine.py's generate_tokens, window "shift" ------------------------------------
 
-// Yield maxNewTokens draws ({id, u, candidates}), continuing the token ids idx. A KV cache keeps earlier
-// positions' keys and values, so each step computes only the newest position. When the text outgrows the
-// context, the window keeps its last half and refills the cache from it in one pass, as generate.py does.
-// prefilled: {cache, logits} of a forward pass over idx (at most block_size tokens) made already (the page's
-// figures make one), used instead of a second one.
+// Yield maxNewTokens draws ({id, u, candidates}), continuing the token ids idx. A KV cache in each layer
+// keeps earlier positions' keys and values, so each step computes only the newest position. When the text
+// outgrows the context, the window keeps its last half and refills the caches from it in one pass, as
+// generate.py does. prefilled: {caches, logits} of a forward pass over idx (at most block_size tokens) made
+// already (the page's figures make one), used instead of a second one.
 function* generateTokens(model, idx, maxNewTokens, temperature, topK, generator, prefilled = null) {
   if (maxNewTokens <= 0) return;
   const context = model.config.block_size;
   let text = Array.from(idx).slice(-context);  // the running text the model sees: at most its window
-  let { cache, logits } = prefilled || {};
+  let { caches, logits } = prefilled || {};
   if (!prefilled) {
-    cache = newCache(model);
-    logits = model.forward(text, cache, { last: true }).logits;  // the prompt in one pass
+    caches = kvCaches(model);
+    useCaches(model, caches);
+    logits = model.forward(text, { last: true }).logits;  // the prompt in one pass
   }
   for (let i = 0; i < maxNewTokens; i++) {
     const draw = sampleNextToken(logits, temperature, topK, generator);
     yield draw;
     if (i === maxNewTokens - 1) break;  // nothing more to predict
     text.push(draw.id);
-    if (text.length > context) {  // the window is full: keep its last half and start the cache again
+    if (text.length > context) {  // the window is full: keep its last half and empty the caches
       text = text.slice(-Math.max(1, Math.floor(context / 2)));
-      cache = newCache(model);
-      logits = model.forward(text, cache, { last: true }).logits;
-    } else {
-      logits = model.forward([draw.id], cache, { last: true }).logits;  // only the newest token
+      for (const cache of caches) cache.length = 0;
     }
+    useCaches(model, caches);  // between two draws, the page may have run the model with others
+    const start = caches[0].length;
+    logits = start === 0 ? model.forward(text, { last: true }).logits  // the whole window in one pass
+      : model.forward([draw.id], { start, last: true }).logits;  // only the newest token
   }
+  useCaches(model, null);
 }
