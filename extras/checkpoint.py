@@ -4,10 +4,11 @@ safely.
     model, model_config, tokenizer       what generate.py and evaluate.py need (best.pt holds only these and
                                          the state)
     step, best_val_loss, ...             the run's state (train.RunState) at the time of saving
-(train.py's make_checkpoint builds the dict)
     train_config                         the run's hyperparameters (not how it was launched: device, dtype,
                                          compile)
     optimizer, scaler, rng               what --resume needs on top (last.pt; extras/resume.py restores it)
+
+train.py's make_checkpoint builds the dict; this module saves and loads it.
 """
 
 from pathlib import Path
