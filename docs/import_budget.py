@@ -1,6 +1,6 @@
-"""How many lines of project code a script imports: run it, then count the lines of every module of this repo in
-sys.modules (the script itself included). The budgets: a default CPU run of train.py, 1,800 lines; generate.py,
-1,000 (see README, Files).
+"""How many lines of project code a script imports: run it, then count the lines of every module of this
+repo in sys.modules (the script itself included). The budgets: a default CPU run of train.py, 1,800 lines;
+generate.py, 1,000.
 
     python docs/import_budget.py train.py --time_budget 5 --out_dir out/budget --overwrite
     python docs/import_budget.py generate.py --checkpoint out/budget/best.pt --max_new_tokens 20
