@@ -17,8 +17,8 @@ loss scaler, compile) on a random 65-character text, so the step timed is the on
 is the tokens/s its metrics.csv reports for the steps after the warm-up steps. Generation: new tokens per
 second from a one-token prompt, recomputing the whole window at every step (as nanoGPT's sample.py) against
 the KV cache with each window policy, in float32 and with the weights in the dtype generate.py picks.
-Encoding: dataset.prepare() on a generated text of --data_mb megabytes, each run in a fresh process so that its
-peak memory (the operating system's high-water mark for that process) is its own.
+Encoding: dataset.prepare() on a generated text of --data_mb megabytes, each run in a fresh process so that
+its peak memory (the operating system's high-water mark for that process) is its own.
 """
 
 import json
