@@ -24,13 +24,13 @@ from tqdm import tqdm
 
 from extras.checkpoint import save_checkpoint
 from extras.control import RunClock
-from extras.dataset import TokenData
 from extras.evaluation import EvalSets
 from extras.metrics import TrainLog, append_metrics, plot_metrics, start_metrics
 from extras.precision import Precision
 from extras.ranks import Ranks, rng_states
 from extras.run import Run, interrupted, non_finite, report_start, run_command
 from extras.step import configure_optimizer, get_batch, sample_starts, skip_grad_sync, wrap_for_training
+from extras.text import TokenData
 from extras.tokenizer import tokenizer_to_dict
 from model import GPT, GPTConfig
 

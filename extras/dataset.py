@@ -1,5 +1,6 @@
 """Encode a UTF-8 text file of any size into a file of token ids, once, and read it back as a memory map.
 
+Texts over text.IN_MEMORY_BYTES and every BPE run come here (smaller char texts are read whole: extras/text.py).
 prepare() is the one entry point. It streams the text a chunk at a time (memory stays bounded by CHUNK_CHARS
 whether the file is 1 MB or 100 GB), writes the ids to a cache file named after the text's sha256 and the
 tokenizer, and returns them as read-only np.memmap arrays: training reads a batch's windows and the OS pages
@@ -22,45 +23,18 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from extras.files import write_atomically
+from extras.text import DEFAULT_DATA, TRAIN_FRACTION, DataError, TokenData, check_text_file  # noqa: F401
 from extras.tokenizer import (N_CODE_POINTS, CharTokenizer, check_bpe_vocab_size, code_points, name_chars,
                        tokenizer_from_dict, tokenizer_to_dict)
 
 # characters read and encoded at a time (4M): tens of MB of working memory, whatever the file size
 CHUNK_CHARS = 1 << 22
-TRAIN_FRACTION = 0.9  # the first 90% of the characters train, the rest validate (as nanoGPT splits)
 FORMAT = 1  # version of the cache layout; a cache with another version is rebuilt
-
-# The default corpus: train.py downloads it here on first use (extras/download.py); evaluate.py and
-# bench.py read it.
-DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
-
-
-class DataError(ValueError):
-    """A problem with the data the user can fix; the message is one line naming the file and the fix."""
-
-
-def check_text_file(path: Path) -> None:
-    """Raise DataError if path is missing, a directory, unreadable or empty (UTF-8 is checked as it is
-    read)."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"data file {path} does not exist; check the --data path")
-    if path.is_dir():
-        raise DataError(f"data path {path} is a directory; pass a text file with --data")
-    try:
-        with open(path, "rb") as f:
-            empty = not f.read(1)
-    except OSError as e:
-        raise DataError(f"cannot read data file {path}: {e.strerror}") from None
-    if empty:
-        raise DataError(f"data file {path} is empty; pass a text file with --data")
-
 
 def iter_text(path: Path, start: int = 0, stop: int | None = None,
               chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
@@ -103,20 +77,6 @@ def file_sha256(path: Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-@dataclass
-class TokenData:
-    """The encoded text, split, as read-only memory maps, and where it came from."""
-
-    train: np.ndarray  # read-only np.memmap of the train split's token ids
-    val: np.ndarray  # read-only np.memmap of the val split's token ids
-    tokenizer: object  # a CharTokenizer, or a BPETokenizer (extras/bpe.py)
-    n_chars: int  # characters in the whole text
-    n_train_chars: int  # characters in the train split (the first 90%)
-    path: Path  # the .bin cache file
-    from_cache: bool  # True when an existing cache was reused
-    seconds: float  # wall time prepare() took
 
 
 def prepare(path: Path, cache_dir: Path, tokenizer=None, kind: str = "char", vocab_size: int = 1024,

@@ -31,10 +31,10 @@ import torch
 
 from extras.checkpoint import check_writable, save_checkpoint
 from extras.cli import EXIT_FAILED, EXIT_INTERRUPTED, CLIError, FlagParser
-from extras.dataset import DEFAULT_DATA, DataError, TokenData, prepare
 from extras.precision import Precision, make_precision
 from extras.ranks import Ranks, wait_for_all
-from extras.tokenizer import check_bpe_vocab_size
+from extras.text import DEFAULT_DATA, IN_MEMORY_BYTES, DataError, TokenData, read_text
+from extras.tokenizer import check_bpe_vocab_size, tokenizer_from_checkpoint
 from model import PRESETS, GPTConfig
 
 
@@ -56,7 +56,8 @@ HELP = {
     # TrainConfig
     "data": "UTF-8 text file to train on, of any size",
     "out_dir": "folder for checkpoints, metrics.csv, train_log.csv and loss.png",
-    "cache_dir": "folder for the encoded token files, reused while the text and tokenizer are unchanged",
+    "cache_dir": "folder for the encoded token files of texts over 32 MB and of BPE, reused while the text and "
+                 "tokenizer are unchanged",
     "tokenizer": "char: one token per character; bpe: byte-level BPE trained on the train split "
                  "(extras/bpe.py)",
     "vocab_size": "BPE vocabulary size, the 256 bytes included (--tokenizer bpe)",
@@ -341,12 +342,17 @@ def load_data(cfg, resume_from: dict | None) -> TokenData:
             download(DATA_URL, data_path, DATA_SHA256)
         except DataError as e:
             raise CLIError(str(e), EXIT_FAILED) from None
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out_dir) / "cache"
     tokenizer = None
     try:
         if resume_from is not None:
-            from extras.tokenizer import tokenizer_from_checkpoint
             tokenizer = tokenizer_from_checkpoint(resume_from)
+        # A char text of a few MB is read whole; larger texts and BPE go through the token cache, encoded once
+        # in a stream and read back as a memory map.
+        if cfg.tokenizer == "char" and data_path.is_file() and data_path.stat().st_size <= IN_MEMORY_BYTES:
+            return read_text(data_path, tokenizer)
+        from extras.dataset import prepare
+
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out_dir) / "cache"
         return prepare(data_path, cache_dir, tokenizer=tokenizer, kind=cfg.tokenizer,
                        vocab_size=cfg.vocab_size)
     except DataError as e:
