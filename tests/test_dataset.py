@@ -1,4 +1,4 @@
-"""dataset.py: the streamed, cached encoding equals encoding the whole text in memory, the cache is reused only when
+"""dataset.py and text.py: the streamed, cached encoding equals reading the whole text in memory, the cache is reused only when
 it is complete and right, and every unusable file is a one-line DataError."""
 
 import os
@@ -9,6 +9,7 @@ import pytest
 from extras import dataset
 from extras.dataset import CHUNK_CHARS, DataError, iter_text, prepare
 from extras.bpe import BPETokenizer
+from extras.text import read_text
 from extras.tokenizer import CharTokenizer
 from conftest import needs
 
@@ -80,6 +81,35 @@ def test_char_prepare_equals_the_in_memory_reference(text_file, tmp_path, chunk_
     assert data.n_chars == len(train_ids) + len(val_ids) and data.n_train_chars == len(train_ids)
     assert not data.train.flags.writeable and not data.from_cache
     assert data.path.parent == tmp_path / "cache" and data.path.with_suffix(".json").exists()
+
+
+def test_reading_a_small_text_whole_gives_the_token_caches_ids(text_file, tmp_path):
+    # train.py reads a char text of up to 32 MB whole (extras/text.py) and streams larger ones through the cache:
+    # the two must give the same vocabulary, split and ids, newlines and 4-byte characters included.
+    whole = read_text(text_file)
+    cached = prepare(text_file, tmp_path / "cache", log=quiet, chunk_chars=7)
+    assert whole.tokenizer.chars == cached.tokenizer.chars
+    assert np.array_equal(whole.train, cached.train) and np.array_equal(whole.val, cached.val)
+    assert (whole.n_chars, whole.n_train_chars) == (cached.n_chars, cached.n_train_chars)
+    assert whole.train.dtype == cached.train.dtype == np.uint16 and not whole.from_cache
+    # a checkpoint's vocabulary with one more character, at its end: every id of the text stays the same
+    given = read_text(text_file, CharTokenizer(whole.tokenizer.chars + "\x00"))
+    assert np.array_equal(given.train, cached.train) and given.tokenizer.vocab_size == whole.tokenizer.vocab_size + 1
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"ok \xff\xfe more", r"^data file .*t\.txt is not UTF-8 text \(bad byte at offset 3\); pass a UTF-8 text "
+                          r"file with --data$"),
+    (b"", r"^data file .*t\.txt is empty; pass a text file with --data$"),
+])
+def test_reading_a_small_text_whole_refuses_what_the_cache_refuses(tmp_path, content, match):
+    path = tmp_path / "t.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=match):
+        read_text(path)
+    path.write_bytes(b"abc abc\nxyz \xc3\xa9\n")
+    with pytest.raises(DataError, match=r"t\.txt: characters not in the vocabulary: 'x' 'y' 'z' '\xe9'$"):
+        read_text(path, CharTokenizer("\n abc"))
 
 
 def test_prepare_reads_the_file_in_bounded_blocks(text_file, tmp_path, monkeypatch):
