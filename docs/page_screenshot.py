@@ -50,7 +50,8 @@ def main() -> int:
         tab.on("pageerror", lambda e: errors.append(str(e)))
         tab.goto(page_path.resolve().as_uri())
         tab.locator('[data-q="typed"]').fill(PROMPT)  # every figure runs the model again on this text
-        tab.wait_for_function("document.querySelector('.quill-page').dataset.writer === 'done'")
+        tab.wait_for_function("""prompt => document.querySelector('.quill-page').dataset.writer === 'done'
+            && document.querySelector('[data-q="writer-live"]').textContent.startsWith(prompt)""", arg=PROMPT)
         tab.locator('[data-q="query"]').fill(str(QUERY))
         tab.locator('[data-q="layer"]').select_option("1")
         tab.locator('[data-q="writer-step"]').fill("60")  # the writer part-way, its candidates at that step

@@ -54,7 +54,7 @@ def finite(x: float) -> float | None:
 
 def weight_format(model: GPT, requested: str) -> str:
     """The format the page stores the weights in: requested, or for "auto" float32 for a small model and
-    float16 for a large one (half the bytes; the logits move by about 1e-3)."""
+    float16 for a large one (half the bytes, each weight rounded to 11 significant bits)."""
     if requested != "auto":
         return requested
     return "float32" if model.num_params() <= AUTO_FLOAT32_PARAMS else "float16"

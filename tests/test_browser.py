@@ -46,7 +46,7 @@ PARITY = {
     "bpe-gqa": (dict(n_head=4, n_kv_head=2, norm="rmsnorm", mlp="relu2", tie_weights=False), "bpe",
                 "float32"),
     "gpt2-float16": (dict(), "char", "float16"),
-    "modern-int8": (dict(position="rope", qk_norm=True, mlp="swiglu"), "char", "int8"),
+    "modern-int8": (dict(position="rope", qk_norm=True, mlp="swiglu", bias=False), "char", "int8"),
 }
 # Text with every kind of character byte-level BPE knows: letters, digits, punctuation, contractions, every
 # whitespace the pre-tokenizer's \s matches and two it does not (U+FEFF, U+200B), control bytes, and 2-, 3-
