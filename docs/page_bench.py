@@ -18,7 +18,8 @@ QUILL_CHROMIUM) with Playwright, and times, inside the page with performance.now
                its figures are filled
 
 Each speed is the median of --repeats runs after one warm-up. Prints a Markdown table for docs/page.md with
-the machine: CPU model, cores, torch's CPU capability, Chromium's and Playwright's versions.
+the machine: CPU model, cores, torch's CPU capability, Chromium's and Playwright's versions, and the load
+average before and after (other work on a shared machine slows the page's single JavaScript thread).
 """
 
 import argparse
@@ -153,7 +154,7 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     chromium = os.environ.get("QUILL_CHROMIUM", "/usr/bin/chromium")
-    rows = []
+    load_before, rows = os.getloadavg()[0], []
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as p:
         context = p.chromium.launch_persistent_context(Path(folder) / "profile", executable_path=chromium,
                                                        headless=True, args=ARGS)
@@ -180,7 +181,8 @@ def main() -> int:
         context.close()
     print(f"\nMachine: {cpu_name()}, {os.cpu_count()} cores, torch CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}; Chromium {version} headless, Playwright "
-          f"{importlib.metadata.version('playwright')}, Python {platform.python_version()}\n")
+          f"{importlib.metadata.version('playwright')}, Python {platform.python_version()}; load average "
+          f"(1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n")
     print("| model | weights | page | load | generate (200 tokens) | forward, every attention map | typed, "
           "every figure redrawn | inline (notebook) |")
     print("|---|---|---|---|---|---|---|---|")
