@@ -13,12 +13,15 @@ class CharTokenizer {
 
   // The distinct characters of text that are not in the vocabulary, sorted as Python sorts them.
   unknown(text) {
-    return [...new Set([...text].filter(ch => !this.stoi.has(ch)))].sort((a, b) => a.codePointAt(0) - b.codePointAt(0));
+    const unknown = new Set([...text].filter(ch => !this.stoi.has(ch)));
+    return [...unknown].sort((a, b) => a.codePointAt(0) - b.codePointAt(0));
   }
 
   encode(text) {
     const unknown = this.unknown(text);
-    if (unknown.length) throw new Error(`characters not in the vocabulary: ${unknown.map(c => JSON.stringify(c)).join(" ")}`);
+    if (unknown.length) {
+      throw new Error(`characters not in the vocabulary: ${unknown.map(c => JSON.stringify(c)).join(" ")}`);
+    }
     return [...text].map(ch => this.stoi.get(ch));
   }
 
@@ -51,7 +54,7 @@ function byteOfSymbol() {
   const printable = b => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
   const table = new Map();
   let n = 0;
-  for (let b = 0; b < 256; b++) table.set(printable(b) ? String.fromCharCode(b) : String.fromCharCode(256 + n++), b);
+  for (let b = 0; b < 256; b++) table.set(String.fromCharCode(printable(b) ? b : 256 + n++), b);
   return table;
 }
 

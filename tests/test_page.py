@@ -282,7 +282,6 @@ def test_the_cpu_default_page_is_under_3_mb():
     assert len(render_page(data, weights).encode("utf-8")) <= 3_000_000
 
 
-@pytest.mark.slow
 def test_the_medium_preset_page_is_under_32_mb():
     torch.manual_seed(0)
     model = GPT(GPTConfig(**{**asdict(PRESETS["medium"]), "vocab_size": 65}))  # 10.8M parameters
