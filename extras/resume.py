@@ -20,7 +20,8 @@ def load_resumable(path: Path) -> dict:
     """last.pt, refused in one line if it is not a checkpoint train.py can continue."""
     checkpoint = load_checkpoint(path)
     if "optimizer" not in checkpoint:
-        raise CLIError(f"{path} has no optimizer state, so it cannot be resumed")
+        raise CLIError(f"{path} holds weights but no optimizer state (as best.pt does), so it cannot be "
+                       "resumed; sample from it with generate.py, or start a new run with --overwrite")
     return checkpoint
 
 
@@ -29,6 +30,8 @@ def resumed_configs(checkpoint: dict, given: dict, config_class):
     checkpoint's (a flag that would change them is refused); other settings may change (a longer
     --max_iters, say)."""
     train_names = {f.name for f in fields(config_class)}
+    # Older versions saved settings since dropped (eval_iters, device), which are ignored, and lack those
+    # added since, which take their defaults: what those versions did (AdamW, no patience; GPT-2's pieces).
     model_cfg = GPTConfig(**checkpoint["model_config"])
     saved_cfg = config_class(**{k: v for k, v in checkpoint["train_config"].items() if k in train_names})
     clashes = [f"--{k} {v} (checkpoint has {getattr(model_cfg, k)})" for k, v in given.items()
