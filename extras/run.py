@@ -56,8 +56,8 @@ HELP = {
     # TrainConfig
     "data": "UTF-8 text file to train on, of any size",
     "out_dir": "folder for checkpoints, metrics.csv, train_log.csv and loss.png",
-    "cache_dir": "folder for the encoded token files of texts over 32 MB and of BPE, reused while the text and "
-                 "tokenizer are unchanged",
+    "cache_dir": "folder for the encoded token files of texts over 32 MB and of BPE, reused while the text "
+                 "and tokenizer are unchanged",
     "tokenizer": "char: one token per character; bpe: byte-level BPE trained on the train split "
                  "(extras/bpe.py)",
     "vocab_size": "BPE vocabulary size, the 256 bytes included (--tokenizer bpe)",

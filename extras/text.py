@@ -62,8 +62,8 @@ def read_text(path: Path, tokenizer: CharTokenizer | None = None) -> TokenData:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"data file {path} is not UTF-8 text (bad byte at offset {e.start}); pass a UTF-8 text "
-                        "file with --data") from None
+        raise DataError(f"data file {path} is not UTF-8 text (bad byte at offset {e.start}); "
+                        "pass a UTF-8 text file with --data") from None
     except OSError as e:
         raise DataError(f"cannot read data file {path}: {e.strerror}") from None
     text = text.replace("\r\n", "\n").replace("\r", "\n")  # newlines as open() reads them in text mode
