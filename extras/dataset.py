@@ -1,11 +1,11 @@
 """Encode a UTF-8 text file of any size into a file of token ids, once, and read it back as a memory map.
 
 Texts over text.IN_MEMORY_BYTES and every BPE run come here (smaller char texts are read whole:
-extras/text.py). prepare() is the one entry point. It streams the text a chunk at a time (memory stays
-bounded by CHUNK_CHARS whether the file is 1 MB or 100 GB), writes the ids to a cache file named after the text's sha256 and the
-tokenizer, and returns them as read-only np.memmap arrays: training reads a batch's windows and the OS pages
-in only those. The next run on the same text (and --resume, and evaluate.py) finds the cache and starts at
-once.
+extras/text.py). prepare() is the one entry point. It streams the text a chunk at a time (memory stays bounded
+by CHUNK_CHARS whether the file is 1 MB or 100 GB), writes the ids to a cache file named after the text's
+sha256 and the tokenizer, and returns them as read-only np.memmap arrays: training reads a batch's windows and
+the OS pages in only those. The next run on the same text (and --resume, and evaluate.py) finds the cache and
+starts at once.
 
 Layout of cache_dir, for a text whose sha256 starts with KEY:
     KEY-char.bin      token ids of the train split then the val split, raw (dtype in the .json)
