@@ -1,10 +1,14 @@
-"""What every script's command line shares: one-line errors with an exit code.
+"""What every script's command line shares: one-line errors with an exit code, and commands printed so that
+they run as printed.
 
 A mistake a user can make (a bad flag, a missing file) is a CLIError: the script prints it as one line on
 stderr and exits with its code, never with a traceback.
 """
 
 import argparse
+import os
+import shlex
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -12,6 +16,9 @@ from collections.abc import Callable
 # 130 for Ctrl-C (the shell's convention, 128 + SIGINT); a training run stopped by SIGTERM exits 143
 # (128 + 15, extras/control.py).
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+
+# `uv run` sets this in the environment of what it starts: the user types `uv run python`, not `python`.
+UV_RUN_MARK = "UV_RUN_RECURSION_DEPTH"
 
 
 class CLIError(Exception):
@@ -27,6 +34,13 @@ class FlagParser(argparse.ArgumentParser):
 
     def error(self, message):
         raise CLIError(f"{message} (see --help)")
+
+
+def shell_command(*words: str) -> str:
+    """A command for the user to type, e.g. shell_command("python", "train.py"): behind `uv run` if uv started
+    this process, each word quoted for this OS's shell (POSIX: shlex; Windows cmd and PowerShell: "...")."""
+    words = ("uv", "run", *words) if UV_RUN_MARK in os.environ else words
+    return subprocess.list2cmdline(words) if os.name == "nt" else shlex.join(words)
 
 
 def run_cli(body: Callable[[], int]) -> int:

@@ -20,7 +20,7 @@ import torch
 from extras import cli
 import generate
 import train
-from conftest import ROOT, TINY_FLAGS, needs, read_metrics, run_train, wait_for_checkpoint
+from conftest import ROOT, TINY_FLAGS, needs, plain_python_env, read_metrics, run_train, wait_for_checkpoint
 
 
 def snapshot(folder):
@@ -88,7 +88,8 @@ def _subprocess_train(data, out_dir, log, *extra):
     with open(log, "w", encoding="utf-8") as err:
         return subprocess.Popen([sys.executable, "-u", "train.py", "--data", str(data), "--out_dir", str(out_dir),
                                  *TINY_FLAGS, *RUN_FLAGS, *extra],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
+                                cwd=ROOT, env=plain_python_env(), stdout=subprocess.DEVNULL, stderr=err,
+                                text=True)
 
 
 def _losses(rows):
@@ -227,6 +228,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_loses_nothing(saved_run, re
                                                                     capsys, name, nth, room):
     out_dir, data = saved_run
     before = snapshot(out_dir)
+    monkeypatch.delenv(cli.UV_RUN_MARK, raising=False)  # as `python train.py`, whatever started the tests
     fill_the_disk(monkeypatch, name, nth, room)
     capsys.readouterr()
     code = run_train(data, out_dir, *DISK_FULL_FLAGS)
