@@ -1,11 +1,12 @@
-"""What every script's command line shares: one-line errors with an exit code, and commands printed so that
-they run as printed.
+"""What every script's command line shares: one-line errors with an exit code, output that any console takes,
+and commands printed so that they run as printed.
 
 A mistake a user can make (a bad flag, a missing file) is a CLIError: the script prints it as one line on
 stderr and exits with its code, never with a traceback.
 """
 
 import argparse
+import codecs
 import os
 import shlex
 import subprocess
@@ -43,9 +44,22 @@ def shell_command(*words: str) -> str:
     return subprocess.list2cmdline(words) if os.name == "nt" else shlex.join(words)
 
 
+def use_any_console() -> None:
+    """Let print() write any character: into a file or pipe as UTF-8 (Windows hands those a cp1252 stream),
+    on a console that cannot show a character as "?", never as a UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if not hasattr(stream, "reconfigure") or codecs.lookup(stream.encoding).name == "utf-8":
+            continue  # none (pythonw), a notebook's own stream, or one that takes every character already
+        if stream.isatty():
+            stream.reconfigure(errors="replace")
+        else:
+            stream.reconfigure(encoding="utf-8", errors="replace")
+
+
 def run_cli(body: Callable[[], int]) -> int:
-    """Run a script's body; a CLIError becomes its one line on stderr and its exit code, Ctrl-C exit code
-    130."""
+    """Run a script's body on streams that take any character; a CLIError becomes its one line on stderr and
+    its exit code, Ctrl-C exit code 130."""
+    use_any_console()
     try:
         return body()
     except CLIError as e:

@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from extras.checkpoint import check_writable, save_checkpoint
-from extras.cli import EXIT_FAILED, EXIT_INTERRUPTED, CLIError, FlagParser, shell_command
+from extras.cli import (EXIT_FAILED, EXIT_INTERRUPTED, CLIError, FlagParser, shell_command,
+                        use_any_console)
 from extras.precision import Precision, make_precision
 from extras.ranks import Ranks, wait_for_all
 from extras.text import DEFAULT_DATA, IN_MEMORY_BYTES, DataError, TokenData, read_text
@@ -147,6 +148,7 @@ def run_command(argv, config_class, body) -> int:
     """Parse argv into a Run of config_class's settings and call body(run), under torchrun on every rank.
     Returns the exit code: a mistake or failure is one line on stderr (rank 0 speaks for all) and its code."""
     ranks = Ranks()
+    use_any_console()
     try:
         given = parse_flags(argv, config_class)
         if "RANK" in os.environ:  # started by torchrun: join the other ranks

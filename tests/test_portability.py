@@ -1,5 +1,7 @@
-"""Every laptop: a command printed for the user runs as printed (a path with spaces, under uv or not)."""
+"""Every laptop: a command printed for the user runs as printed (a path with spaces, under uv or not), and every
+script survives a stdout that cannot encode its characters."""
 
+import io
 import os
 import shlex
 import shutil
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 from extras import cli
-from conftest import ROOT, TINY_FLAGS, plain_python_env, read_metrics, wait_for_checkpoint
+from conftest import ROOT, TINY_FLAGS, needs, plain_python_env, read_metrics, run_train, wait_for_checkpoint
 
 # ------------------------------------------------------------------------------------------------------------
 # commands printed for the user to type
@@ -62,3 +64,66 @@ def test_an_interrupted_run_prints_a_command_that_resumes_it_as_printed(small_te
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming {out_dir / 'last.pt'} at step {saved} of 200" in resumed.stdout
     assert read_metrics(out_dir)[-1]["step"] == 200
+
+
+# ------------------------------------------------------------------------------------------------------------
+# a stdout that cannot encode every character: Windows gives a redirected or piped one cp1252
+
+# Characters cp1252 lacks (Greek, CJK, the return and space symbols visualize.py draws) beside some it has.
+TEXT = "ROMEO: Ωμέγα ⏎ 日本語 — “café”\nJULIET: ␣ 你好, κόσμε!\n"
+
+
+@pytest.fixture(scope="module")
+def unicode_run(tmp_path_factory):
+    """A tiny char model trained on TEXT, in a folder whose name cp1252 cannot encode."""
+    folder = tmp_path_factory.mktemp("consoles") / "Ωμέγα ⏎ runs"
+    folder.mkdir()
+    data = folder / "κείμενο.txt"
+    data.write_text(TEXT * 200, encoding="utf-8")
+    assert run_train(data, folder / "run", "--max_iters", "2", "--eval_interval", "2") == 0
+    return folder
+
+
+def script_run(script: str, run):
+    """The flags of a run of script on the files in the folder run, and what its stdout must hold."""
+    return {
+        "train.py": (["--data", run / "κείμενο.txt", "--out_dir", run / "again", *TINY_FLAGS,
+                      "--max_iters", "2", "--sample_chars", "40"], f"checkpoint {run / 'again' / 'best.pt'}"),
+        "generate.py": (["--checkpoint", run / "run" / "best.pt", "--prompt", "JULIET: ␣ 你好"],
+                        "JULIET: ␣ 你好"),
+        "evaluate.py": (["--checkpoint", run / "run" / "best.pt"], str(run / "run" / "best.pt")),
+        # each token of this prompt is drawn as a character cp1252 lacks, so the "most read" lines print one
+        "visualize.py": (["--checkpoint", run / "run" / "best.pt", "--prompt", "Ωμ\n日 語", "--out_dir",
+                          run / "pictures"], f"wrote {run / 'pictures' / 'attention.png'}"),
+        "bench.py": (["--metrics", run / "run" / "metrics.csv", "--target_loss", "9",
+                      "--out", run / "bench.md"], str(run / "run" / "metrics.csv")),
+    }[script]
+
+
+@pytest.mark.parametrize("script", ["train.py", "generate.py", "evaluate.py",
+                                    pytest.param("visualize.py", marks=needs("matplotlib")), "bench.py"])
+def test_every_script_survives_a_stdout_that_cannot_encode_its_characters(unicode_run, script):
+    flags, expected = script_run(script, unicode_run)
+    proc = subprocess.run([sys.executable, script, *map(str, flags)], cwd=ROOT,
+                          env=plain_python_env(PYTHONIOENCODING="cp1252"), capture_output=True, timeout=600)
+    out, err = proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8")  # a pipe gets UTF-8
+    assert proc.returncode == 0 and "Traceback" not in err, err[-3000:]
+    assert expected in out
+
+
+class _Console(io.BytesIO):
+    """What a terminal's byte stream looks like to Python."""
+
+    def isatty(self):
+        return True
+
+
+def test_a_console_that_cannot_show_a_character_shows_a_question_mark(monkeypatch):
+    console, pipe = io.TextIOWrapper(_Console(), encoding="cp1252"), io.TextIOWrapper(io.BytesIO(), "cp1252")
+    monkeypatch.setattr(sys, "stdout", console)
+    monkeypatch.setattr(sys, "stderr", pipe)
+    cli.use_any_console()
+    console.write("⏎ Ωμέγα café")
+    console.flush()
+    assert console.buffer.getvalue() == "? ????? café".encode("cp1252")  # the console's own encoding, kept
+    assert pipe.encoding == "utf-8"  # a file or pipe: UTF-8, which takes every character
