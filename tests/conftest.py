@@ -65,6 +65,15 @@ def corpus_path() -> Path:
     return dataset.DEFAULT_DATA
 
 
+def signal_to_send(name: str, test_id: str):
+    """The signal a test sends a child process, as a pytest.param: skipped, with the reason, where there is no
+    such signal (Windows has no SIGKILL) or no way to send one (Windows' send_signal kills or raises)."""
+    sig = getattr(signal, name, None)
+    why = (f"this Python has no signal.{name}" if sig is None
+           else f"Windows cannot send {name} to a child process" if os.name == "nt" else None)
+    return pytest.param(sig, id=test_id, marks=[pytest.mark.skip(reason=why)] if why else [])
+
+
 def plain_python_env(**extra: str) -> dict:
     """os.environ as a plain `python` start sees it, without `uv run`'s mark: commands print as `python`."""
     return {**{k: v for k, v in os.environ.items() if k != cli.UV_RUN_MARK}, **extra}

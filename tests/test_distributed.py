@@ -14,7 +14,7 @@ import train
 from model import PRESETS
 from extras import run as run_module
 from conftest import (ROOT, TINY_FLAGS, kill_tree, needs, plain_python_env, read_metrics, run_train,
-                      wait_for_checkpoint)
+                      signal_to_send, wait_for_checkpoint)
 
 # Two ranks (or micro-steps) add up gradients in another order than one pass over the batch does, and float addition
 # is not associative, so exact equality is not promised. Seen here: equal to all 6 digits metrics.csv keeps. A step
@@ -104,7 +104,7 @@ def test_torchrun_rejects_a_batch_that_does_not_split_with_one_line(small_text, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+@pytest.mark.parametrize("sig", [signal_to_send("SIGTERM", "sigterm"), signal_to_send("SIGINT", "ctrl-c")])
 def test_a_signal_to_torchrun_saves_last_pt_on_both_ranks_and_resumes(small_text, tmp_path, sig):
     # torchrun passes SIGTERM (a cluster's preemption) and SIGINT (Ctrl-C) on to its ranks; they agree on the step to
     # stop at. A constant learning rate, so the stopped run (max_iters far away) and a whole one take the same steps.

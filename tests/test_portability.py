@@ -1,5 +1,6 @@
-"""Every laptop: a command printed for the user runs as printed (a path with spaces, under uv or not), and every
-script survives a stdout that cannot encode its characters."""
+"""Every laptop: a command printed for the user runs as printed (a path with spaces, under uv or not), every
+script survives a stdout that cannot encode its characters, and the suite and a run do without the signals a
+platform lacks."""
 
 import io
 import os
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from extras import cli
+from extras.control import RunClock
 from conftest import ROOT, TINY_FLAGS, needs, plain_python_env, read_metrics, run_train, wait_for_checkpoint
 
 # ------------------------------------------------------------------------------------------------------------
@@ -127,3 +129,33 @@ def test_a_console_that_cannot_show_a_character_shows_a_question_mark(monkeypatc
     console.flush()
     assert console.buffer.getvalue() == "? ????? café".encode("cp1252")  # the console's own encoding, kept
     assert pipe.encoding == "utf-8"  # a file or pipe: UTF-8, which takes every character
+
+
+# ------------------------------------------------------------------------------------------------------------
+# a platform without SIGKILL or SIGTERM (Windows has no SIGKILL, and nothing there sends SIGTERM)
+
+
+def test_a_run_stops_on_ctrl_c_where_python_has_no_sigterm(small_text, tmp_path, monkeypatch):
+    monkeypatch.delattr(signal, "SIGTERM")
+    before = signal.getsignal(signal.SIGINT)
+    with RunClock(time_budget=0) as clock:
+        signal.raise_signal(signal.SIGINT)
+        assert clock.check()[2]  # a stop was asked for
+    assert (clock.signal_name(), clock.exit_code()) == ("SIGINT", cli.EXIT_INTERRUPTED)
+    assert signal.getsignal(signal.SIGINT) is before
+    assert run_train(small_text, tmp_path, "--max_iters", "2", "--eval_interval", "2") == 0
+
+
+def test_the_suite_collects_and_skips_with_the_reason_where_python_lacks_sigkill_and_sigterm():
+    # Windows' Python has no SIGKILL; SIGTERM goes once torch is imported, as every real Python has it and
+    # torch's multiprocessing reads it. Every test module is then imported (collected); the tests that send
+    # the missing signals are selected, and must skip.
+    selected = "(stopped_subprocess or signal_to_torchrun) and not ctrl"
+    code = ("import signal, sys; del signal.SIGKILL; import torch, pytest; del signal.SIGTERM; "
+            f"sys.exit(pytest.main(['-q', '-rs', '-p', 'no:cacheprovider', 'tests', '-k', {selected!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=plain_python_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 skipped" in proc.stdout, proc.stdout[-3000:]
+    assert proc.stdout.count("this Python has no signal.SIGTERM") == 2
+    assert proc.stdout.count("this Python has no signal.SIGKILL") == 1
