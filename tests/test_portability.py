@@ -48,10 +48,12 @@ def test_an_interrupted_run_prints_a_command_that_resumes_it_as_printed(small_te
     out_dir, log = tmp_path / "my runs" / "run 1 (it's $HOME)", tmp_path / "stopped.log"
     with open(log, "w", encoding="utf-8") as err:
         proc = subprocess.Popen([sys.executable, "train.py", "--data", str(small_text), "--out_dir",
-                                 str(out_dir), *TINY_FLAGS, "--max_iters", "200", "--eval_interval", "100"],
+                                 str(out_dir), *TINY_FLAGS, "--max_iters", "60", "--eval_interval", "30"],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
     try:
-        wait_for_checkpoint(out_dir / "last.pt", 0, proc)  # the first evaluation is saved: the loop has begun
+        # The step-0 evaluation is saved: the loop has begun, and its 60 steps and two evaluations take far
+        # longer than the signal takes to arrive.
+        wait_for_checkpoint(out_dir / "last.pt", 0, proc)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=300) == cli.EXIT_INTERRUPTED, log.read_text(encoding="utf-8")[-3000:]
     finally:
@@ -64,8 +66,8 @@ def test_an_interrupted_run_prints_a_command_that_resumes_it_as_printed(small_te
     line = printed if interpreter != "python" else this_python + printed.removeprefix("python")
     resumed = subprocess.run(line, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming {out_dir / 'last.pt'} at step {saved} of 200" in resumed.stdout
-    assert read_metrics(out_dir)[-1]["step"] == 200
+    assert f"resuming {out_dir / 'last.pt'} at step {saved} of 60" in resumed.stdout
+    assert read_metrics(out_dir)[-1]["step"] == 60
 
 
 # ------------------------------------------------------------------------------------------------------------
