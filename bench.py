@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extras.cli import EXIT_FAILED, CLIError, FlagParser, run_cli
+from extras.cli import EXIT_FAILED, CLIError, FlagParser, run_cli, shell_command
 from extras.dataset import DEFAULT_DATA
 from extras.metrics import read_metrics
 from model import GPT, PRESETS, GPTConfig
@@ -386,9 +386,9 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None
     precision = make_precision("auto", "auto", "off")
     device = precision.device
     if device.type == "cpu" and not smoke:
+        smoke_run = shell_command("python", "bench.py", "--gpu_check", "--smoke")
         raise CLIError("no CUDA GPU or Apple MPS here, so the GPU check has nothing to measure "
-                       "(`python bench.py --gpu_check --smoke` runs its steps on a CPU at toy sizes)",
-                       EXIT_FAILED)
+                       f"(`{smoke_run}` runs its steps on a CPU at toy sizes)", EXIT_FAILED)
     precision.apply()
     root = Path(__file__).resolve().parent
     name = (f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}" if device.type == "cuda"

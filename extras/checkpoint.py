@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from extras.cli import CLIError
-from extras.files import write_atomically
+from extras.cli import CLIError, shell_command
 from model import GPT, GPTConfig
 
 
 def save_checkpoint(path: Path, checkpoint: dict) -> None:
     """Write checkpoint to path atomically: a crash mid-write leaves the previous file intact."""
+    from extras.files import write_atomically  # here, so that generate.py (which only loads) does not load it
     write_atomically(path, lambda f: torch.save(checkpoint, f))
 
 
@@ -29,8 +29,8 @@ def load_checkpoint(path: Path) -> dict:
     """Load a checkpoint saved by this repo, refusing anything that is not one (without running any code in
     it)."""
     if not path.is_file():
-        raise CLIError(f"no checkpoint at {path}; train one first with `python train.py` "
-                       "or pass the right path")
+        train_one = shell_command("python", "train.py")
+        raise CLIError(f"no checkpoint at {path}; train one first with `{train_one}` or pass the right path")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated, foreign or unsafe files

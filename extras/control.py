@@ -7,6 +7,9 @@ SIGTERM is what Slurm, Kubernetes and a closing notebook send; it is treated lik
 code follows the shell's convention, 128 + the signal's number: 130 for Ctrl-C (SIGINT), 143 for SIGTERM, the
 code a scheduler would have seen had the signal killed the run, so it can tell a stop it asked for from a
 failure (1).
+
+On Windows nothing sends a run SIGTERM (Task Manager and closing the window end it outright): Ctrl-C in its
+console is what stops it with last.pt saved (docs/exit-codes.md).
 """
 
 import signal
@@ -14,7 +17,7 @@ import time
 
 from extras.ranks import Ranks, agree
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = ("SIGINT", "SIGTERM")  # by name: where Python lacks one, a run stops on the other
 
 
 class RunClock:
@@ -28,7 +31,7 @@ class RunClock:
         self.t_start = time.perf_counter()
 
     def __enter__(self) -> "RunClock":
-        for signum in STOP_SIGNALS:
+        for signum in (getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)):
             self.previous[signum] = signal.signal(signum, lambda s, frame: self.signals.append(s))
         self.t_start = time.perf_counter()
         return self

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from extras.cli import use_any_console
 from extras.files import write_atomically
 from extras.text import DEFAULT_DATA, TRAIN_FRACTION, DataError, TokenData, check_text_file  # noqa: F401
 from extras.tokenizer import (N_CODE_POINTS, CharTokenizer, check_bpe_vocab_size, code_points, name_chars,
@@ -253,6 +254,7 @@ def _write_char_ids(f, path: Path, tokenizer: CharTokenizer, chunk_chars: int) -
 def main(argv=None) -> int:
     """Encode a text ahead of training (before a torchrun launch, say); the last line printed is a JSON
     summary."""
+    use_any_console()
     parser = argparse.ArgumentParser(description="Encode a UTF-8 text into the token cache train.py reads.")
     parser.add_argument("data", help="UTF-8 text file")
     parser.add_argument("--cache_dir", default="out/cache",

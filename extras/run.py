@@ -19,7 +19,6 @@ import importlib.util
 import math
 import os
 import re
-import shlex
 import sys
 import types
 import typing
@@ -30,7 +29,8 @@ from pathlib import Path
 import torch
 
 from extras.checkpoint import check_writable, save_checkpoint
-from extras.cli import EXIT_FAILED, EXIT_INTERRUPTED, CLIError, FlagParser
+from extras.cli import (EXIT_FAILED, EXIT_INTERRUPTED, CLIError, FlagParser, shell_command,
+                        use_any_console)
 from extras.precision import Precision, make_precision
 from extras.ranks import Ranks, wait_for_all
 from extras.text import DEFAULT_DATA, IN_MEMORY_BYTES, DataError, TokenData, read_text
@@ -148,6 +148,7 @@ def run_command(argv, config_class, body) -> int:
     """Parse argv into a Run of config_class's settings and call body(run), under torchrun on every rank.
     Returns the exit code: a mistake or failure is one line on stderr (rank 0 speaks for all) and its code."""
     ranks = Ranks()
+    use_any_console()
     try:
         given = parse_flags(argv, config_class)
         if "RANK" in os.environ:  # started by torchrun: join the other ranks
@@ -404,9 +405,14 @@ def report_start(model, optimizers: list, data: TokenData, cfg, evals, ranks: Ra
 
 
 def resume_command(out_dir, ranks: Ranks) -> str:
-    """The command that continues the run in out_dir from its last.pt, launched as this one was."""
-    launcher = f"torchrun --standalone --nproc_per_node={ranks.world_size}" if ranks.launched else "python"
-    return f"{launcher} train.py --resume --out_dir {shlex.quote(str(out_dir))}"
+    """The command that continues the run in out_dir from its last.pt, launched as this one was, to paste into
+    this OS's shell as printed (extras/cli.py quotes it)."""
+    launcher = (["torchrun", "--standalone", f"--nproc_per_node={ranks.world_size}"] if ranks.launched
+                else ["python"])
+    # train.py as the user typed it (quill/train.py from the folder above, say), or, when Python code called
+    # main() (a test, a notebook), train.py
+    script = sys.argv[0] if Path(sys.argv[0]).name == "train.py" else "train.py"
+    return shell_command(*launcher, script, "--resume", "--out_dir", str(out_dir))
 
 
 def non_finite(step: int) -> CLIError:

@@ -16,6 +16,7 @@ import torch.distributed as dist
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the scripts live at the top level, not in a package
 
+from extras import cli  # noqa: E402
 from extras import dataset  # noqa: E402
 from extras import metrics  # noqa: E402
 import train  # noqa: E402
@@ -62,6 +63,20 @@ def corpus_path() -> Path:
     if not dataset.DEFAULT_DATA.exists():
         pytest.skip(f"Tiny Shakespeare not at {dataset.DEFAULT_DATA} (run `python train.py` once online to fetch it)")
     return dataset.DEFAULT_DATA
+
+
+def signal_to_send(name: str, test_id: str):
+    """The signal a test sends a child process, as a pytest.param: skipped, with the reason, where there is no
+    such signal (Windows has no SIGKILL) or no way to send one (Windows' send_signal kills or raises)."""
+    sig = getattr(signal, name, None)
+    why = (f"this Python has no signal.{name}" if sig is None
+           else f"Windows cannot send {name} to a child process" if os.name == "nt" else None)
+    return pytest.param(sig, id=test_id, marks=[pytest.mark.skip(reason=why)] if why else [])
+
+
+def plain_python_env(**extra: str) -> dict:
+    """os.environ as a plain `python` start sees it, without `uv run`'s mark: commands print as `python`."""
+    return {**{k: v for k, v in os.environ.items() if k != cli.UV_RUN_MARK}, **extra}
 
 
 def run_train(data: Path, out_dir: Path, *extra: str) -> int:

@@ -1,6 +1,6 @@
 """Data parallel training: gradient accumulation, batch arithmetic, and two CPU ranks under torchrun (gloo)."""
 
-import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,7 +13,8 @@ from extras import metrics
 import train
 from model import PRESETS
 from extras import run as run_module
-from conftest import ROOT, TINY_FLAGS, kill_tree, needs, read_metrics, run_train, wait_for_checkpoint
+from conftest import (ROOT, TINY_FLAGS, kill_tree, needs, plain_python_env, read_metrics, run_train,
+                      signal_to_send, wait_for_checkpoint)
 
 # Two ranks (or micro-steps) add up gradients in another order than one pass over the batch does, and float addition
 # is not associative, so exact equality is not promised. Seen here: equal to all 6 digits metrics.csv keeps. A step
@@ -54,7 +55,7 @@ def test_batch_arithmetic_must_divide(batch_size, accum, world, ok):
             run_module.validate(cfg, model_cfg, world)
 
 
-TORCHRUN_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+TORCHRUN_ENV = plain_python_env(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
 def _torchrun_command(nproc, *args):
@@ -104,7 +105,7 @@ def test_torchrun_rejects_a_batch_that_does_not_split_with_one_line(small_text, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+@pytest.mark.parametrize("sig", [signal_to_send("SIGTERM", "sigterm"), signal_to_send("SIGINT", "ctrl-c")])
 def test_a_signal_to_torchrun_saves_last_pt_on_both_ranks_and_resumes(small_text, tmp_path, sig):
     # torchrun passes SIGTERM (a cluster's preemption) and SIGINT (Ctrl-C) on to its ranks; they agree on the step to
     # stop at. A constant learning rate, so the stopped run (max_iters far away) and a whole one take the same steps.
@@ -125,8 +126,11 @@ def test_a_signal_to_torchrun_saves_last_pt_on_both_ranks_and_resumes(small_text
     assert proc.returncode != 0  # torchrun's own code for "stopped by a signal"
     saved = torch.load(out_dir / "last.pt", weights_only=True)["step"]
     assert saved > seen, err[-3000:]  # the step in flight finished on both ranks and was saved
-    assert (f"error: interrupted ({sig.name}) at step {saved}; saved {out_dir / 'last.pt'}. Continue with: torchrun "
-            f"--standalone --nproc_per_node=2 train.py --resume --out_dir {out_dir}") in err, err[-3000:]
+    # train.py as torchrun was given it: its full path here
+    resume = shlex.join(["torchrun", "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"), "--resume",
+                         "--out_dir", str(out_dir)])
+    assert (f"error: interrupted ({sig.name}) at step {saved}; saved {out_dir / 'last.pt'}. Continue with: "
+            f"{resume}") in err, err[-3000:]
     assert f'File "{ROOT / "train.py"}"' not in err  # no rank ended in a traceback (torchrun itself prints one)
     max_iters = (saved // 4 + 2) * 4  # two evaluations past the stop
     resumed = _torchrun(2, *flags, "--out_dir", str(out_dir), "--resume", "--max_iters", str(max_iters))
