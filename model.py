@@ -10,6 +10,7 @@ defaults are GPT-2's; make_norm, make_attention and make_mlp below plug them in 
 """
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -165,6 +166,13 @@ class Block(nn.Module):
         return x
 
 
+def autocast_off(device_type: str):
+    """A context that switches autocast off where it is on, and does nothing elsewhere (torch before 2.5 has
+    no autocast for "mps" at all, not even one to switch off)."""
+    on = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    return torch.autocast(device_type, enabled=False) if on else nullcontext()
+
+
 class GPT(nn.Module):
     """Token + position embeddings, a stack of blocks, a final norm and a head tied to the token embedding."""
 
@@ -222,7 +230,7 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         # The head runs in float32 even under autocast or with bfloat16 weights: the softmax over the
         # vocabulary is where bfloat16's 8 bits of mantissa would blur the loss, and it is one small matmul.
-        with torch.autocast(x.device.type, enabled=False):
+        with autocast_off(x.device.type):
             logits = F.linear(x.float(), self.lm_head.weight.float())  # (B, T, V)
         loss = None
         if targets is not None:

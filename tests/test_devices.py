@@ -81,6 +81,22 @@ def test_bfloat16_autocast_on_the_cpu_keeps_logits_in_float32():
     assert logits.dtype == torch.float32 and loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
+def test_the_forward_asks_for_no_autocast_where_none_is_on(monkeypatch):
+    # torch 2.4 has no autocast for "mps", and refuses even torch.autocast("mps", enabled=False): a forward
+    # without autocast must not build one. Here every torch.autocast fails as 2.4's does for "mps".
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    x = torch.randint(11, (2, 8))
+    expected, _ = model(x)
+
+    def no_autocast_here(device_type, *args, **kwargs):
+        raise RuntimeError(f"User specified an unsupported autocast device_type '{device_type}'")
+
+    monkeypatch.setattr(torch, "autocast", no_autocast_here)
+    logits, _ = model(x)
+    assert torch.equal(logits, expected)
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_training_runs_in_reduced_precision_through_the_gpu_code_path(small_text, tmp_path, dtype, capsys):
     assert run_train(small_text, tmp_path, *RUN, "--dtype", dtype, "--learning_rate", "3e-3") == 0
