@@ -6,6 +6,8 @@ safely.
     step, best_val_loss, ...             the run's state (train.RunState) at the time of saving
     train_config                         the run's hyperparameters (not how it was launched: device, dtype,
                                          compile)
+    data_sha256                          the sha256 of the text file it trained on: --resume goes on only
+                                         with that text
     optimizer, scaler, rng               what --resume needs on top (last.pt; extras/resume.py restores it)
 
 train.py's make_checkpoint builds the dict; this module saves and loads it.

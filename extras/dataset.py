@@ -1,11 +1,11 @@
 """Encode a UTF-8 text file of any size into a file of token ids, once, and read it back as a memory map.
 
-Texts over text.IN_MEMORY_BYTES and every BPE run come here (smaller char texts are read whole: extras/text.py).
-prepare() is the one entry point. It streams the text a chunk at a time (memory stays bounded by CHUNK_CHARS
-whether the file is 1 MB or 100 GB), writes the ids to a cache file named after the text's sha256 and the
-tokenizer, and returns them as read-only np.memmap arrays: training reads a batch's windows and the OS pages
-in only those. The next run on the same text (and --resume, and evaluate.py) finds the cache and starts at
-once.
+Texts over text.IN_MEMORY_BYTES and every BPE run come here (smaller char texts are read whole:
+extras/text.py). prepare() is the one entry point. It streams the text a chunk at a time (memory stays bounded
+by CHUNK_CHARS whether the file is 1 MB or 100 GB), writes the ids to a cache file named after the text's
+sha256 and the tokenizer, and returns them as read-only np.memmap arrays: training reads a batch's windows and
+the OS pages in only those. The next run on the same text (and --resume, and evaluate.py) finds the cache and
+starts at once.
 
 Layout of cache_dir, for a text whose sha256 starts with KEY:
     KEY-char.bin      token ids of the train split then the val split, raw (dtype in the .json)
@@ -217,8 +217,8 @@ def _token_data(bin_path: Path, meta: dict, tokenizer, from_cache: bool, t0: flo
     ids = np.memmap(bin_path, dtype=tokenizer.dtype, mode="r")
     n_train = meta["n_train"]
     return TokenData(train=ids[:n_train], val=ids[n_train:], tokenizer=tokenizer, n_chars=meta["n_chars"],
-                     n_train_chars=meta["n_train_chars"], path=bin_path, from_cache=from_cache,
-                     seconds=time.perf_counter() - t0)
+                     n_train_chars=meta["n_train_chars"], path=bin_path, sha256=meta["sha256"],
+                     from_cache=from_cache, seconds=time.perf_counter() - t0)
 
 
 def _file_id(path: Path, stat: os.stat_result | None = None) -> tuple | None:

@@ -6,7 +6,7 @@ train.py's main() hands its arguments to run_command(), which does everything ar
                           the CPU quick run's defaults, --recipe, then the flags given; checked before
                           anything runs
     device, precision     extras/precision.py decides, and the start-up line says why
-    --resume              last.pt loaded and checked against the flags given (extras/resume.py)
+    --resume              last.pt loaded and checked against the flags given and its text (extras/resume.py)
     torchrun              ranks joined (extras/distributed.py, only under torchrun); rank 0 alone prints
     data                  downloaded if it is the default corpus and missing, encoded or read from its cache
     the start-up report   model, optimizer, data and batch, printed as the run starts (report_start)
@@ -56,8 +56,8 @@ HELP = {
     # TrainConfig
     "data": "UTF-8 text file to train on, of any size",
     "out_dir": "folder for checkpoints, metrics.csv, train_log.csv and loss.png",
-    "cache_dir": "folder for the encoded token files of texts over 32 MB and of BPE, reused while the text and "
-                 "tokenizer are unchanged",
+    "cache_dir": "folder for the encoded token files of texts over 32 MB and of BPE, reused while the text "
+                 "and tokenizer are unchanged",
     "tokenizer": "char: one token per character; bpe: byte-level BPE trained on the train split "
                  "(extras/bpe.py)",
     "vocab_size": "BPE vocabulary size, the 256 bytes included (--tokenizer bpe)",
@@ -239,9 +239,12 @@ def set_up(given: dict, ranks: Ranks, config_class) -> Run:
     out_dir = Path(given.get("out_dir", config_class.out_dir))
     resume_from = None
     if controls.resume:
-        from extras.resume import load_resumable, resumed_configs  # only for --resume
+        from extras.resume import check_same_text, load_resumable, resumed_configs  # only for --resume
         resume_from = load_resumable(out_dir / "last.pt")
         cfg, model_cfg = resumed_configs(resume_from, given, config_class)
+        data_path = Path(cfg.data) if cfg.data else DEFAULT_DATA
+        is_default = data_path.resolve() == DEFAULT_DATA.resolve()
+        check_same_text(resume_from, data_path, given=("data" in given), default_corpus=is_default)
     else:
         if (out_dir / "last.pt").exists() and not controls.overwrite:
             raise CLIError(f"{out_dir} already holds a run; continue it with --resume, start over with "
