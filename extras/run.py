@@ -10,11 +10,12 @@ train.py's main() hands its arguments to run_command(), which does everything ar
     torchrun              ranks joined (extras/distributed.py, only under torchrun); rank 0 alone prints
     data                  downloaded if it is the default corpus and missing, encoded or read from its cache
     the start-up report   model, optimizer, data and batch, printed as the run starts (report_start)
-    errors                a mistake the user can fix, a full disk, running out of memory, Ctrl-C: one line on
-                          stderr and an exit code (docs/exit-codes.md), never a traceback
+    errors                a mistake the user can fix, a full disk or a locked file, out of memory, Ctrl-C:
+                          one line on stderr and an exit code (docs/exit-codes.md), never a traceback
 """
 
 import argparse
+import errno
 import importlib.util
 import math
 import os
@@ -447,12 +448,19 @@ def failures_explained(run: Run):
                        f"raise --grad_accum_steps (now {cfg.grad_accum_steps}; same batch, less memory), "
                        "or pick a smaller --preset. Checkpoints from earlier evaluations are intact",
                        EXIT_FAILED) from None
-    # A write into out_dir failed (a full disk, a quota, a drive gone). Checkpoints and loss.png are replaced
-    # whole or not at all (extras/files.py) and a failed CSV append is cut back, so what was saved is still
-    # there to resume from.
+    # A write into out_dir failed: a full disk or quota; a file another program holds open (Windows will not
+    # replace a metrics.csv open in a spreadsheet or a loss.png in a viewer, and antivirus can do the same);
+    # a drive gone. Checkpoints and loss.png are replaced whole or not at all (extras/files.py) and a failed
+    # CSV append is cut back, so what was saved is still there to resume from.
     except OSError as e:
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            fix = f"free some space there (or copy {out_dir} to a disk with room and pass that --out_dir)"
+        elif isinstance(e, PermissionError):
+            fix = ("another program may have it open (a spreadsheet, an image viewer, antivirus): close it, "
+                   "or check that the folder is writable")
+        else:
+            fix = f"check that {out_dir} is still there and writable"
         then = (f"continue with: {resume_command(out_dir, run.ranks)}" if (out_dir / "last.pt").exists()
                 else "run the same command again")
-        raise CLIError(f"could not write {e.filename or out_dir} ({e.strerror or e}): free some space there "
-                       f"(or copy {out_dir} to a disk with room and pass that --out_dir), then {then}. The "
-                       "checkpoints saved before are intact", EXIT_FAILED) from None
+        raise CLIError(f"could not write {e.filename or out_dir} ({e.strerror or e}): {fix}, then {then}. "
+                       "The checkpoints saved before are intact", EXIT_FAILED) from None
