@@ -166,13 +166,6 @@ class Block(nn.Module):
         return x
 
 
-def autocast_off(device_type: str):
-    """A context that switches autocast off where it is on, and does nothing elsewhere (torch before 2.5 has
-    no autocast for "mps" at all, not even one to switch off)."""
-    on = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
-    return torch.autocast(device_type, enabled=False) if on else nullcontext()
-
-
 class GPT(nn.Module):
     """Token + position embeddings, a stack of blocks, a final norm and a head tied to the token embedding."""
 
@@ -230,7 +223,10 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         # The head runs in float32 even under autocast or with bfloat16 weights: the softmax over the
         # vocabulary is where bfloat16's 8 bits of mantissa would blur the loss, and it is one small matmul.
-        with autocast_off(x.device.type):
+        # Autocast is switched off only where it is on: torch 2.4 has none for "mps", not even to switch off.
+        device_type = x.device.type
+        autocast_on = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+        with torch.autocast(device_type, enabled=False) if autocast_on else nullcontext():
             logits = F.linear(x.float(), self.lm_head.weight.float())  # (B, T, V)
         loss = None
         if targets is not None:
