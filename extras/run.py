@@ -5,7 +5,8 @@ train.py's main() hands its arguments to run_command(), which does everything ar
     flags -> settings     TrainConfig, RunControls and GPTConfig fields as flags, with the help text below;
                           the CPU quick run's defaults, --recipe, then the flags given; checked before
                           anything runs
-    device, precision     extras/precision.py decides, and the start-up line says why
+    device, precision     extras/precision.py decides, and the start-up line says why (on a CPU, also why
+                          not a GPU the machine has: extras/unused_gpu.py)
     --resume              last.pt loaded and checked against the flags given and its text (extras/resume.py)
     torchrun              ranks joined (extras/distributed.py, only under torchrun); rank 0 alone prints
     data                  downloaded if it is the default corpus and missing, encoded or read from its cache
@@ -21,6 +22,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import sys
 import types
 import typing
@@ -235,6 +237,12 @@ def set_up(given: dict, ranks: Ranks, config_class) -> Run:
     print(precision.describe()
           + (f" | {torch.get_num_threads()} CPU threads" if device.type == "cpu" else "")
           + (f" | {ranks.world_size} ranks ({torch.distributed.get_backend()})" if ranks.launched else ""))
+    may_have_gpu = shutil.which("nvidia-smi") or sys.platform == "darwin"
+    if device.type == "cpu" and controls.device == "auto" and may_have_gpu:
+        from extras.unused_gpu import unused_gpu  # one this torch cannot use? Say why, and the fix
+        why = unused_gpu()
+        if why:
+            print(f"note: {why}")
     precision.apply()
 
     out_dir = Path(given.get("out_dir", config_class.out_dir))

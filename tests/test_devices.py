@@ -3,6 +3,7 @@ loss scaler), resume across devices and scaler states, fused AdamW, torch.compil
 compilations) and DDP, torchrun's process groups and per-step agreement, and evaluation that streams and counts exactly.
 The same paths on a real GPU are tests/test_gpu.py's."""
 
+import functools
 import math
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from extras import checkpoint
+from extras import unused_gpu
 from extras import resume
 from extras import cli
 from extras import distributed
@@ -95,6 +98,62 @@ def test_the_forward_asks_for_no_autocast_where_none_is_on(monkeypatch):
     monkeypatch.setattr(torch, "autocast", no_autocast_here)
     logits, _ = model(x)
     assert torch.equal(logits, expected)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a GPU this torch cannot use: the probe faked, the start-up line checked
+
+
+def fake_machine(monkeypatch, system, machine="x86_64", nvidia_smi=False, sysctl_arm64="", cuda=None):
+    """Make extras/unused_gpu.py (and run.py's check for whether to ask it) see another machine: its OS and CPU,
+    whether nvidia-smi is on the PATH, what `sysctl -n hw.optional.arm64` prints, and the CUDA this torch was
+    built for (None: a CPU-only build)."""
+    which = SimpleNamespace(which=lambda name: "/usr/bin/nvidia-smi" if nvidia_smi and name == "nvidia-smi" else None)
+    monkeypatch.setattr(unused_gpu, "platform", SimpleNamespace(system=lambda: system, machine=lambda: machine))
+    monkeypatch.setattr(unused_gpu, "shutil", which)
+    monkeypatch.setattr(run_module, "shutil", which)
+    monkeypatch.setattr(unused_gpu, "subprocess", SimpleNamespace(
+        run=lambda *a, **k: SimpleNamespace(returncode=0 if sysctl_arm64 else 1, stdout=sysctl_arm64)))
+    monkeypatch.setattr(torch.version, "cuda", cuda)
+    monkeypatch.setattr(torch, "__version__", "2.15.0+cpu" if cuda is None else f"2.15.0+cu{cuda.replace('.', '')}")
+    for module in (torch.cuda, torch.backends.mps):  # wrapped, as torch._dynamo expects of is_available
+        monkeypatch.setattr(module, "is_available", functools.wraps(module.is_available)(lambda: False))
+
+
+def test_an_nvidia_gpu_with_a_cpu_only_torch_is_named_at_start_up_with_the_fix(small_text, tmp_path, monkeypatch,
+                                                                                  capsys):
+    fake_machine(monkeypatch, "Windows", "AMD64", nvidia_smi=True)  # uv sync on a gaming laptop
+    flags = [f for f in TINY_FLAGS if f not in ("--device", "cpu")] + ["--max_iters", "1", "--eval_interval", "1"]
+    assert train.main(["--data", str(small_text), "--out_dir", str(tmp_path), *flags]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("device: cpu (no CUDA GPU or Apple MPS found")
+    assert lines[1] == ("note: this machine has an NVIDIA GPU (nvidia-smi), but torch 2.15.0+cpu was built without "
+                        "CUDA, so it runs on the CPU. For the GPU: uv pip install --reinstall torch==2.15.0 "
+                        "--torch-backend=auto, then run with uv run --no-sync (README: Install)")
+    # Asked for the CPU, nobody needs telling.
+    assert train.main(["--data", str(small_text), "--out_dir", str(tmp_path), *flags, "--device", "cpu",
+                       "--overwrite"]) == 0
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_a_cuda_torch_that_cannot_start_its_gpu_says_so(monkeypatch):
+    fake_machine(monkeypatch, "Linux", nvidia_smi=True, cuda="12.8")
+    note = unused_gpu.unused_gpu()
+    assert "torch 2.15.0+cu128 was built for CUDA 12.8 but cannot start it" in note
+    assert "torch==2.15.0 --torch-backend=auto" in note
+
+
+@pytest.mark.parametrize("system, machine, arm64, says", [
+    ("Darwin", "x86_64", "1\n", "Apple Silicon"),  # an x86_64 Python under Rosetta
+    ("Darwin", "x86_64", "", None),  # an Intel Mac: no GPU torch could use
+    ("Darwin", "arm64", "1\n", None),  # an arm64 Python: MPS is there, or torch says why not
+    ("Linux", "x86_64", "", None),  # no nvidia-smi: no GPU to speak of
+    ("Windows", "AMD64", "", None),
+])
+def test_the_probe_speaks_only_where_a_gpu_is_left_unused(monkeypatch, system, machine, arm64, says):
+    fake_machine(monkeypatch, system, machine, sysctl_arm64=arm64)
+    note = unused_gpu.unused_gpu()
+    assert note is None if says is None else (says in note and "install an arm64 Python" in note)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
