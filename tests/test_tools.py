@@ -12,7 +12,8 @@ import pytest
 import bench
 from extras import cli
 import evaluate
-from conftest import ROOT, read_metrics, run_train
+from conftest import ROOT, read_metrics, require_corpus, run_train
+from extras import dataset
 from model import GPT, PRESETS
 from extras.device import cpu_class
 from extras.precision import make_precision
@@ -168,3 +169,14 @@ def test_generate_py_imports_at_most_1000_lines_of_project_code(small_text, tmp_
     assert run.returncode == 0, run.stderr
     total = int(run.stderr.strip().splitlines()[-1].split()[0].replace(",", ""))
     assert 500 < total <= 1000, run.stderr
+
+
+def test_ci_fails_where_the_corpus_tests_would_skip(tmp_path, monkeypatch):
+    monkeypatch.setattr(dataset, "DEFAULT_DATA", tmp_path / "tinyshakespeare.txt")  # an offline clone
+    monkeypatch.delenv("QUILL_REQUIRE_CORPUS", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="Tiny Shakespeare not at"):
+        require_corpus()
+    monkeypatch.setenv("QUILL_REQUIRE_CORPUS", "1")  # as .ci/run sets it
+    with pytest.raises(pytest.fail.Exception, match="QUILL_REQUIRE_CORPUS=1 says this machine must run"):
+        require_corpus()
+    assert "export QUILL_REQUIRE_CORPUS=1" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")

@@ -589,6 +589,25 @@ def test_a_time_budget_ends_the_run_annealed(small_text, tmp_path, capsys):
     assert 3 <= rows[-1]["elapsed_s"] <= wall_s
 
 
+def test_the_cpu_default_run_trains_end_to_end(small_text, tmp_path, capsys):
+    # `python train.py` on a CPU, no --preset: the quick run's settings, only its five minutes cut to three
+    # seconds. Evaluated at step 0 and when the time is up, best.pt written, a sample printed.
+    code = train.main(["--data", str(small_text), "--out_dir", str(tmp_path), "--device", "cpu",
+                       "--time_budget", "3"])
+    out = capsys.readouterr().out
+    assert code == 0
+    settings = ", ".join(f"{k}={v}" for k, v in run_module.CPU_DEFAULTS.items())
+    assert f"CPU and no --preset: using a quick run ({settings}); pass --preset" in out
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows][0] == 0 and rows[-1]["step"] > 0
+    assert all(math.isfinite(r["val_loss"]) for r in rows)
+    assert "spent the time budget of 3s" in out
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["train_config"]["preset"] == "tiny" and best["model_config"]["block_size"] == 64
+    sample = out.split("sample from the final model:\n", 1)[1]
+    assert len(sample) >= train.TrainConfig.sample_chars  # 300 characters, one per token
+
+
 def _windows(data, block_size, batch_size=64, rank=0, world_size=1):
     batches = list(eval_windows(data, block_size, batch_size, rank, world_size))
     return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
