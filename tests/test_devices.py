@@ -6,6 +6,7 @@ The same paths on a real GPU are tests/test_gpu.py's."""
 import functools
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -453,6 +454,30 @@ def test_two_ranks_killed_and_resumed_match_an_uninterrupted_run(small_text, tmp
 # the GPU check's command
 
 
+NESTED_TESTS = {  # test files a nested pytest runs, and whether the GPU check may call that a pass
+    "passes": ("def test_a():\n    pass\n", True),
+    "fails": ("def test_a():\n    assert False\n", False),
+    "cannot be collected": ("import no_such_module\n\ndef test_a():\n    pass\n", False),
+    "has no tests": ("x = 1\n", False),
+    "skips all": ("import pytest\n\n@pytest.mark.skip(reason='no GPU')\ndef test_a():\n    pass\n", None),
+}
+
+
+@pytest.mark.parametrize("case", NESTED_TESTS)
+def test_the_gpu_check_reads_the_nested_pytest_run_by_its_result(tmp_path, case):
+    source, verdict = NESTED_TESTS[case]
+    (tmp_path / "test_nested.py").write_text(source, encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_nested.py"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    import bench
+
+    passed_on_a_gpu, summary = bench.pytest_verdict(proc.returncode, proc.stdout, must_run=True)
+    passed_in_a_smoke_run, _ = bench.pytest_verdict(proc.returncode, proc.stdout, must_run=False)
+    # Skipping everything is a pass only in a smoke run on a CPU; on a GPU the gpu tests must run.
+    assert (passed_on_a_gpu, passed_in_a_smoke_run) == ((False, True) if verdict is None else (verdict, verdict))
+    assert re.search(r" in [\d.]+s", summary), summary  # the summary line, not whatever came last
+
+
 def test_gpu_check_without_a_gpu_says_so_in_one_line(tmp_path):
     if torch.cuda.is_available() or torch.backends.mps.is_available():
         pytest.skip("this machine has a GPU: the check would run for real")
@@ -471,7 +496,8 @@ def test_gpu_check_smoke_run_makes_the_table(small_text, tmp_path, capsys):
     table = out.read_text(encoding="utf-8").splitlines()
     assert table[0].startswith("GPU check on") and "torch" in table[0]
     rows = [line for line in table if line.startswith("| ") and not line.startswith("| check")]
-    assert rows[0].startswith("| `pytest -m gpu` |")
+    # Here every gpu test skips (no GPU) and the rest are deselected: a pass in a smoke run, and said so.
+    assert re.fullmatch(r"\| `pytest -m gpu` \| \d+ skipped, \d+ deselected in [\d.]+s.*: passed \|", rows[0]), rows[0]
     assert any("compile off" in r and "ms/step" in r for r in rows) and any("compile on" in r for r in rows)
     for recipe in ("gpt2", "modern"):  # the medium run with each recipe
         assert any(f"recipe {recipe}: time to val loss 9" in r and "s of training (step 0)" in r for r in rows)  # 9 > ln(vocab)
