@@ -221,12 +221,10 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x)
         x = self.transformer.ln_f(x)
-        # The head runs in float32 even under autocast or with bfloat16 weights: the softmax over the
-        # vocabulary is where bfloat16's 8 bits of mantissa would blur the loss, and it is one small matmul.
-        # Autocast is switched off only where it is on: torch 2.4 has none for "mps", not even to switch off.
-        device_type = x.device.type
-        autocast_on = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
-        with torch.autocast(device_type, enabled=False) if autocast_on else nullcontext():
+        # The head runs in float32 even under autocast (switched off where on; torch 2.4 has none for mps) or
+        # with bfloat16 weights: the softmax over the vocabulary is where bfloat16 would blur the loss.
+        amp_on = torch.amp.is_autocast_available(x.device.type) and torch.is_autocast_enabled(x.device.type)
+        with torch.autocast(x.device.type, enabled=False) if amp_on else nullcontext():
             logits = F.linear(x.float(), self.lm_head.weight.float())  # (B, T, V)
         loss = None
         if targets is not None:
