@@ -101,36 +101,41 @@ def test_the_forward_asks_for_no_autocast_where_none_is_on(monkeypatch):
     assert torch.equal(logits, expected)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # a GPU this torch cannot use: the probe faked, the start-up line checked
 
 
 def fake_machine(monkeypatch, system, machine="x86_64", nvidia_smi=False, sysctl_arm64="", cuda=None):
-    """Make extras/unused_gpu.py (and run.py's check for whether to ask it) see another machine: its OS and CPU,
-    whether nvidia-smi is on the PATH, what `sysctl -n hw.optional.arm64` prints, and the CUDA this torch was
-    built for (None: a CPU-only build)."""
-    which = SimpleNamespace(which=lambda name: "/usr/bin/nvidia-smi" if nvidia_smi and name == "nvidia-smi" else None)
-    monkeypatch.setattr(unused_gpu, "platform", SimpleNamespace(system=lambda: system, machine=lambda: machine))
+    """Make extras/unused_gpu.py (and run.py's check for whether to ask it) see another machine: its OS and
+    CPU, whether nvidia-smi is on the PATH, what `sysctl -n hw.optional.arm64` prints, and the CUDA this torch
+    was built for (None: a CPU-only build)."""
+    which = SimpleNamespace(which=lambda name: "/usr/bin/nvidia-smi" if nvidia_smi and name == "nvidia-smi"
+                            else None)
+    this_os = SimpleNamespace(system=lambda: system, machine=lambda: machine)
+    monkeypatch.setattr(unused_gpu, "platform", this_os)
     monkeypatch.setattr(unused_gpu, "shutil", which)
     monkeypatch.setattr(run_module, "shutil", which)
     monkeypatch.setattr(unused_gpu, "subprocess", SimpleNamespace(
         run=lambda *a, **k: SimpleNamespace(returncode=0 if sysctl_arm64 else 1, stdout=sysctl_arm64)))
     monkeypatch.setattr(torch.version, "cuda", cuda)
-    monkeypatch.setattr(torch, "__version__", "2.15.0+cpu" if cuda is None else f"2.15.0+cu{cuda.replace('.', '')}")
+    build = "cpu" if cuda is None else "cu" + cuda.replace(".", "")
+    monkeypatch.setattr(torch, "__version__", f"2.15.0+{build}")
     for module in (torch.cuda, torch.backends.mps):  # wrapped, as torch._dynamo expects of is_available
         monkeypatch.setattr(module, "is_available", functools.wraps(module.is_available)(lambda: False))
 
 
-def test_an_nvidia_gpu_with_a_cpu_only_torch_is_named_at_start_up_with_the_fix(small_text, tmp_path, monkeypatch,
-                                                                                  capsys):
+def test_an_nvidia_gpu_with_a_cpu_only_torch_is_named_at_start_up_with_the_fix(small_text, tmp_path,
+                                                                                  monkeypatch, capsys):
     fake_machine(monkeypatch, "Windows", "AMD64", nvidia_smi=True)  # uv sync on a gaming laptop
-    flags = [f for f in TINY_FLAGS if f not in ("--device", "cpu")] + ["--max_iters", "1", "--eval_interval", "1"]
+    flags = [f for f in TINY_FLAGS if f not in ("--device", "cpu")]  # --device auto
+    flags += ["--max_iters", "1", "--eval_interval", "1"]
     assert train.main(["--data", str(small_text), "--out_dir", str(tmp_path), *flags]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("device: cpu (no CUDA GPU or Apple MPS found")
-    assert lines[1] == ("note: this machine has an NVIDIA GPU (nvidia-smi), but torch 2.15.0+cpu was built without "
-                        "CUDA, so it runs on the CPU. For the GPU: uv pip install --reinstall torch==2.15.0 "
-                        "--torch-backend=auto, then run with uv run --no-sync (README: Install)")
+    assert lines[1] == ("note: this machine has an NVIDIA GPU (nvidia-smi), but torch 2.15.0+cpu was built "
+                        "without CUDA, so it runs on the CPU. For the GPU: uv pip install --reinstall "
+                        "torch==2.15.0 --torch-backend=auto, then run with uv run --no-sync "
+                        "(README: Install)")
     # Asked for the CPU, nobody needs telling.
     assert train.main(["--data", str(small_text), "--out_dir", str(tmp_path), *flags, "--device", "cpu",
                        "--overwrite"]) == 0
@@ -474,7 +479,8 @@ def test_the_gpu_check_reads_the_nested_pytest_run_by_its_result(tmp_path, case)
     passed_on_a_gpu, summary = bench.pytest_verdict(proc.returncode, proc.stdout, must_run=True)
     passed_in_a_smoke_run, _ = bench.pytest_verdict(proc.returncode, proc.stdout, must_run=False)
     # Skipping everything is a pass only in a smoke run on a CPU; on a GPU the gpu tests must run.
-    assert (passed_on_a_gpu, passed_in_a_smoke_run) == ((False, True) if verdict is None else (verdict, verdict))
+    expected = (False, True) if verdict is None else (verdict, verdict)
+    assert (passed_on_a_gpu, passed_in_a_smoke_run) == expected
     assert re.search(r" in [\d.]+s", summary), summary  # the summary line, not whatever came last
 
 
@@ -497,7 +503,8 @@ def test_gpu_check_smoke_run_makes_the_table(small_text, tmp_path, capsys):
     assert table[0].startswith("GPU check on") and "torch" in table[0]
     rows = [line for line in table if line.startswith("| ") and not line.startswith("| check")]
     # Here every gpu test skips (no GPU) and the rest are deselected: a pass in a smoke run, and said so.
-    assert re.fullmatch(r"\| `pytest -m gpu` \| \d+ skipped, \d+ deselected in [\d.]+s.*: passed \|", rows[0]), rows[0]
+    passed_row = r"\| `pytest -m gpu` \| \d+ skipped, \d+ deselected in [\d.]+s.*: passed \|"
+    assert re.fullmatch(passed_row, rows[0]), rows[0]
     assert any("compile off" in r and "ms/step" in r for r in rows) and any("compile on" in r for r in rows)
     for recipe in ("gpt2", "modern"):  # the medium run with each recipe
         assert any(f"recipe {recipe}: time to val loss 9" in r and "s of training (step 0)" in r for r in rows)  # 9 > ln(vocab)

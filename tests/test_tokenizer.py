@@ -177,7 +177,8 @@ def test_dict_round_trips_for_both_kinds(bpe):
     (None, "must be a dict with a string 'data'"), ("abc", "must be a dict with a string 'data'"),
     ({"kind": "wordpiece", "data": "abc"}, "unknown tokenizer kind 'wordpiece'"),
     ({"kind": "char"}, "must be a dict with a string 'data'"),
-    ({"kind": "char", "data": ""}, "vocabulary is empty"), ({"kind": "char", "data": "aa"}, "must be distinct"),
+    ({"kind": "char", "data": ""}, "vocabulary is empty"),
+    ({"kind": "char", "data": "aa"}, "must be distinct"),
     ({"kind": "bpe", "data": "[]"}, "not a valid tokenizer JSON")])
 def test_from_dict_rejects_bad_data(bad, why):
     with pytest.raises(ValueError, match=why):

@@ -41,9 +41,10 @@ def test_bench_quick_prints_training_and_generation_tables(tmp_path, capsys):
 
 
 def _positions(new_tokens: int, context: int, cached: bool, window: str) -> int:
-    """Positions the model computes to generate new_tokens from a one-token prompt, counted from what each way
-    keeps: without the cache, every pass recomputes the whole window; with it, one new position per pass, except
-    when the window moves (slide: the whole window again, every step from then on; shift: its last half, once)."""
+    """Positions the model computes to generate new_tokens from a one-token prompt, counted from what each
+    way keeps: without the cache, every pass recomputes the whole window; with it, one new position per pass,
+    except when the window moves (slide: the whole window again, every step from then on; shift: its last
+    half, once)."""
     total = length = cache = 1  # the prompt's pass
     for _ in range(new_tokens - 1):
         length += 1
@@ -55,8 +56,8 @@ def _positions(new_tokens: int, context: int, cached: bool, window: str) -> int:
 
 
 def test_bench_generation_speedups_follow_the_work_each_way_does(monkeypatch):
-    # A clock that ticks a microsecond per position the model computes: the table's tokens/s then measure work,
-    # not this machine's load, and must equal the counts made here, apart from the bench's own arithmetic.
+    # A clock that ticks a microsecond per position the model computes: the table's tokens/s then measure
+    # work, not this machine's load, and must equal the counts made here, apart from the bench's arithmetic.
     clock = {"now": 0.0}
     real_forward = GPT.forward
 

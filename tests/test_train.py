@@ -344,8 +344,8 @@ def _resume(out_dir, *flags) -> int:
 
 @pytest.fixture
 def moved_run(small_text, tmp_path, monkeypatch):
-    """A 2-step run on a text that was then moved: (out_dir, the text's old path, its new path). Nothing may be
-    downloaded from here on, and the default corpus is a path that does not exist."""
+    """A 2-step run on a text that was then moved: (out_dir, the text's old path, its new path). Nothing may
+    be downloaded from here on, and the default corpus is a path that does not exist."""
     out_dir, old = tmp_path / "out", tmp_path / "mine" / "my text.txt"
     old.parent.mkdir()
     old.write_bytes(small_text.read_bytes())
@@ -429,8 +429,8 @@ def test_a_checkpoint_without_the_sha256_resumes_with_a_note(moved_run, capsys):
     torch.save(checkpoint, out_dir / "last.pt")
     capsys.readouterr()
     assert _resume(out_dir, "--data", str(new)) == 0
-    assert f"note: last.pt was saved before checkpoints kept the text's sha256, so {new} cannot be checked" in (
-        capsys.readouterr().out)
+    note = f"note: last.pt was saved before checkpoints kept the text's sha256, so {new} cannot be checked"
+    assert note in capsys.readouterr().out
 
 
 def test_a_new_run_does_not_overwrite_a_saved_one(small_text, tmp_path, capsys):
