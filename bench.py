@@ -378,11 +378,13 @@ def matmul_table(sizes: list[int], device: torch.device, repeats: int) -> list[s
     return lines
 
 
-def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None) -> list[str]:
+def gpu_check(smoke: bool, target_loss: float, work_dir: Path,
+              data: Path | None) -> tuple[list[str], list[str]]:
     """The GPU check (docs/gpu_check.sh) as markdown lines: one table of the `gpu` tests' result, training
     speed per preset in the device's dtype with compile off and on, generation speed per preset, and medium
-    train.py runs, one per recipe, each with its time to target_loss and best val loss. With smoke, tiny sizes
-    on whatever device this is (a CPU in the tests), to check the plumbing."""
+    train.py runs, one per recipe, each with its time to target_loss and best val loss; and the names of the
+    checks that failed. With smoke, tiny sizes on whatever device this is (a CPU in the tests), to check the
+    plumbing."""
     precision = make_precision("auto", "auto", "off")
     device = precision.device
     if device.type == "cpu" and not smoke:
@@ -402,12 +404,15 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None
         lines.append(f"| {check} | {result} |")
         print(lines[-1], flush=True)
 
+    failed = []  # the checks that failed: the command then exits 1, after writing the table
     marker = "mps" if device.type == "mps" else "gpu"
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marker,
                            "tests"], cwd=root, capture_output=True, text=True)
-    outcome = (proc.stdout.strip().splitlines() or ["no output"])[-1].strip("= ")
+    passed, summary = pytest_verdict(proc.returncode, proc.stdout, must_run=not smoke)
     row(f"`pytest -m {marker}`",
-        outcome + ("" if proc.returncode in (0, 5) else f" (exit {proc.returncode})"))
+        f"{summary}: " + ("passed" if passed else f"FAILED (exit {proc.returncode})"))
+    if not passed:
+        failed.append(f"pytest -m {marker}")
 
     presets, batch, block, steps, warmup = ((["tiny"], 4, 32, 2, 1) if smoke
                                             else (list(PRESETS), 64, 256, 20, 5))
@@ -448,8 +453,9 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None
                                "--sample_chars", "0"], cwd=root, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if proc.returncode:
-            row(f"`train.py {' '.join(flags)}`", f"failed (exit {proc.returncode}): "
+            row(f"`train.py {' '.join(flags)}`", f"FAILED (exit {proc.returncode}): "
                 + (proc.stderr.strip().splitlines() or ["?"])[-1].replace("|", "/"))
+            failed.append(f"train.py --recipe {recipe}")
             continue
         hit, best, last = first_and_best(run_dir / "metrics.csv", target_loss)
         run_name = f"{'tiny (smoke)' if smoke else 'medium'}, recipe {recipe}"
@@ -457,7 +463,21 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path, data: Path | None
             f"{hit['elapsed_s']:.1f} s of training (step {hit['step']:.0f})")
         row(f"{run_name}: best val loss", f"{best['val_loss']:.4f} at step {best['step']:.0f}; "
             f"{last['step']:.0f} steps in {last['elapsed_s']:.1f} s of training, {wall:.0f} s wall")
-    return lines
+    return lines, failed
+
+
+def pytest_verdict(returncode: int, output: str, must_run: bool) -> tuple[bool, str]:
+    """Whether a pytest run passed, and its summary line ("3 passed, 5 skipped, 400 deselected in 9.1s"). It
+    passed only if pytest exited 0 and counted no failure or error, and some test passed (must_run: on a GPU,
+    where the gpu tests must run) or at least ran and skipped. A collection error (exit 2), no test at all
+    (exit 5) or every gpu test skipped on a GPU fails, however the output looks."""
+    summaries = [line.strip("= ") for line in output.splitlines()
+                 if re.search(r" in [\d.]+s( \([\d:]+\))?[ =]*$", line)]
+    summary = summaries[-1] if summaries else "no summary line"
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|skipped|failed|errors?)\b", summary)}
+    ran = counts.get("passed", 0) + (0 if must_run else counts.get("skipped", 0))
+    bad = counts.get("failed", 0) + counts.get("error", 0) + counts.get("errors", 0)
+    return returncode == 0 and bad == 0 and ran > 0, summary
 
 
 def main(argv=None) -> int:
@@ -537,7 +557,11 @@ def measure(args) -> int:
         return 0
     if args.gpu_check:
         data = Path(args.data) if args.data else None
-        write_lines(gpu_check(args.smoke, args.target_loss, Path(args.out).parent, data), Path(args.out))
+        lines, failed = gpu_check(args.smoke, args.target_loss, Path(args.out).parent, data)
+        write_lines(lines, Path(args.out))
+        if failed:
+            raise CLIError(f"the GPU check failed: {', '.join(failed)} (the table in {args.out} says how)",
+                           EXIT_FAILED)
         return 0
     if args.quick:
         (args.presets, args.batch_size, args.block_size, args.steps, args.warmup,

@@ -10,6 +10,7 @@ defaults are GPT-2's; make_norm, make_attention and make_mlp below plug them in 
 """
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -220,9 +221,10 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x)
         x = self.transformer.ln_f(x)
-        # The head runs in float32 even under autocast or with bfloat16 weights: the softmax over the
-        # vocabulary is where bfloat16's 8 bits of mantissa would blur the loss, and it is one small matmul.
-        with torch.autocast(x.device.type, enabled=False):
+        # The head runs in float32 even under autocast (switched off where on; torch 2.4 has none for mps) or
+        # with bfloat16 weights: the softmax over the vocabulary is where bfloat16 would blur the loss.
+        amp_on = torch.amp.is_autocast_available(x.device.type) and torch.is_autocast_enabled(x.device.type)
+        with torch.autocast(x.device.type, enabled=False) if amp_on else nullcontext():
             logits = F.linear(x.float(), self.lm_head.weight.float())  # (B, T, V)
         loss = None
         if targets is not None:

@@ -145,7 +145,7 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
     log = TrainLog(out_dir / "train_log.csv", device, ranks, keep_up_to=resumed_at)
     evals = EvalSets(data, T, cfg.eval_tokens, cfg.seed)  # fixed train and val samples, for every evaluation
     report_start(model, optimizers, data, cfg, evals, ranks)
-    training = (model, data.tokenizer, optimizers, scaler, batch_generator)  # what last.pt saves
+    training = (model, data, optimizers, scaler, batch_generator)  # what last.pt saves
 
     clock = RunClock(cfg.time_budget, state.elapsed_s, ranks)  # the time budget; Ctrl-C and SIGTERM
     bar = tqdm(total=None if cfg.time_budget else cfg.max_iters,  # with a time budget, steps are open-ended
@@ -210,7 +210,7 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
             "stop_reason": stop_reason, "elapsed_s": clock.elapsed()}
 
 
-def evaluate_and_save(cfg: TrainConfig, state: RunState, elapsed: float, model: GPT, tokenizer,
+def evaluate_and_save(cfg: TrainConfig, state: RunState, elapsed: float, model: GPT, data: TokenData,
                       optimizers: list, scaler, batch_generator: torch.Generator, evals: EvalSets,
                       log: TrainLog, precision: Precision, ranks: Ranks) -> str:
     """Evaluate on the fixed train and val samples and update the best val loss; then write metrics.csv,
@@ -228,14 +228,14 @@ def evaluate_and_save(cfg: TrainConfig, state: RunState, elapsed: float, model: 
     state.best_val_loss = min(state.best_val_loss, losses["val"])
     state.evals_without_improvement = 0 if improved else state.evals_without_improvement + 1
     lr = get_lr(state.step, cfg, elapsed)  # where the schedule stands now
-    last = make_checkpoint(cfg, state, model, tokenizer, optimizers, scaler, batch_generator, ranks)
+    last = make_checkpoint(cfg, state, model, data, optimizers, scaler, batch_generator, ranks)
     if ranks.is_main:
         out_dir = Path(cfg.out_dir)
         row = [state.step, losses["train"], losses["val"], losses["val_bpc"], lr, tokens_per_s,
                state.elapsed_s]
         append_metrics(out_dir / "metrics.csv", row)
         if improved:  # best.pt: the weights, settings and state; what generate.py and evaluate.py need
-            save_checkpoint(out_dir / "best.pt", make_checkpoint(cfg, state, model, tokenizer))
+            save_checkpoint(out_dir / "best.pt", make_checkpoint(cfg, state, model, data))
         save_checkpoint(out_dir / "last.pt", last)
         plot_metrics(out_dir / "metrics.csv", out_dir / "loss.png", cfg.batch_size * model.config.block_size)
     return (f"step {state.step:>5} | train {losses['train']:.4f} | val {losses['val']:.4f} | val "
@@ -243,15 +243,15 @@ def evaluate_and_save(cfg: TrainConfig, state: RunState, elapsed: float, model: 
             f"{state.elapsed_s:,.0f}s" + (" | best" if improved else ""))
 
 
-def make_checkpoint(cfg: TrainConfig, state: RunState, model: GPT, tokenizer, optimizers: list | None = None,
-                    scaler=None, batch_generator: torch.Generator | None = None,
-                    ranks: Ranks = Ranks()) -> dict:
+def make_checkpoint(cfg: TrainConfig, state: RunState, model: GPT, data: TokenData,
+                    optimizers: list | None = None, scaler=None,
+                    batch_generator: torch.Generator | None = None, ranks: Ranks = Ranks()) -> dict:
     """A checkpoint, as one dict of tensors and plain data (torch.load(weights_only=True) reads it safely):
-    the weights, the model's architecture, the settings, the tokenizer and the state; best.pt holds just
-    these. With the optimizers, also what --resume needs (last.pt): their states, the loss scaler's and every
-    random state (every rank takes part then)."""
+    the weights, the model's architecture, the settings, the tokenizer, the text's sha256 and the state;
+    best.pt holds just these. With the optimizers, also what --resume needs (last.pt): their states, the loss
+    scaler's and every random state (every rank takes part then)."""
     ckpt = {"model": model.state_dict(), "model_config": asdict(model.config), "train_config": asdict(cfg),
-            "tokenizer": tokenizer_to_dict(tokenizer), **asdict(state)}
+            "tokenizer": tokenizer_to_dict(data.tokenizer), "data_sha256": data.sha256, **asdict(state)}
     if optimizers is not None:
         ckpt.update(optimizer=optimizers[0].state_dict(), scaler=scaler.state_dict(),
                     rng=rng_states(next(model.parameters()).device, batch_generator, ranks))

@@ -1,12 +1,10 @@
-"""Checkpoints: one dict of tensors and plain Python types, so torch.load(weights_only=True) can read it
-safely.
+"""Checkpoints: one dict of tensors and plain Python types, which torch.load(weights_only=True) reads safely.
 
-    model, model_config, tokenizer       what generate.py and evaluate.py need (best.pt holds only these and
-                                         the state)
-    step, best_val_loss, ...             the run's state (train.RunState) at the time of saving
-    train_config                         the run's hyperparameters (not how it was launched: device, dtype,
-                                         compile)
-    optimizer, scaler, rng               what --resume needs on top (last.pt; extras/resume.py restores it)
+    model, model_config, tokenizer   what generate.py and evaluate.py need (best.pt: these and the state)
+    step, best_val_loss, ...         the run's state (train.RunState) at the time of saving
+    train_config                     the run's settings (not how it was launched: device, dtype, compile)
+    data_sha256                      the sha256 of the text it trained on: --resume needs that text
+    optimizer, scaler, rng           what --resume needs on top (last.pt; extras/resume.py restores it)
 
 train.py's make_checkpoint builds the dict; this module saves and loads it.
 """

@@ -218,8 +218,8 @@ def _token_data(bin_path: Path, meta: dict, tokenizer, from_cache: bool, t0: flo
     ids = np.memmap(bin_path, dtype=tokenizer.dtype, mode="r")
     n_train = meta["n_train"]
     return TokenData(train=ids[:n_train], val=ids[n_train:], tokenizer=tokenizer, n_chars=meta["n_chars"],
-                     n_train_chars=meta["n_train_chars"], path=bin_path, from_cache=from_cache,
-                     seconds=time.perf_counter() - t0)
+                     n_train_chars=meta["n_train_chars"], path=bin_path, sha256=meta["sha256"],
+                     from_cache=from_cache, seconds=time.perf_counter() - t0)
 
 
 def _file_id(path: Path, stat: os.stat_result | None = None) -> tuple | None:

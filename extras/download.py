@@ -28,5 +28,9 @@ def download(url: str, path: Path, sha256: str, timeout: float = 30.0) -> None:
     if digest != sha256:
         raise DataError(f"the file from {url} has sha256 {digest}, expected {sha256}; nothing was saved. "
                         f"Put the right file at {path} or pass --data PATH")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda f: f.write(payload))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda f: f.write(payload))
+    except OSError as e:
+        raise DataError(f"could not save the corpus to {path} ({e.strerror or e}); put Tiny Shakespeare "
+                        "there yourself or pass --data PATH") from None

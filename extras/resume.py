@@ -45,6 +45,35 @@ def resumed_configs(checkpoint: dict, given: dict, config_class):
     return replace(saved_cfg, **{k: v for k, v in given.items() if k in train_names}), model_cfg
 
 
+def check_same_text(checkpoint: dict, data_path: Path, given: bool, default_corpus: bool) -> None:
+    """Refuse, before anything is downloaded or written, to go on with a text other than the one last.pt was
+    trained on: the file at data_path (--data if given, else the path last.pt holds) must have the sha256 that
+    last.pt recorded. A moved file or a Colab path on a laptop is then one line, never a download to a stale
+    path. default_corpus: data_path is where train.py downloads Tiny Shakespeare, fetched if missing."""
+    saved = checkpoint.get("data_sha256")  # None: a checkpoint from before it was recorded
+    fix = "pass the text it was trained on with --data PATH, or start a new run with --overwrite"
+    if not data_path.is_file():
+        from extras.download import DATA_SHA256
+        if default_corpus and saved in (None, DATA_SHA256):
+            return  # Tiny Shakespeare: downloaded to its place next
+        if given:
+            raise CLIError(f"data file {data_path} does not exist; check the --data path")
+        raise CLIError(f"the text this run was trained on is no longer at {data_path} (moved, or trained on "
+                       f"another machine?); pass its new place with --data PATH")
+    if saved is None:
+        print(f"note: last.pt was saved before checkpoints kept the text's sha256, so {data_path} cannot be "
+              "checked to be the text it was trained on")
+        return
+    from extras.dataset import file_sha256
+    try:
+        same = file_sha256(data_path) == saved
+    except OSError as e:
+        raise CLIError(f"cannot read data file {data_path}: {e.strerror}") from None
+    if not same:
+        raise CLIError(f"{data_path}{' (--data)' if given else ', where last.pt says its text was,'} is not "
+                       f"the text this run was trained on (its sha256 differs from last.pt's); {fix}")
+
+
 def restore_training(checkpoint: dict, model: GPT, optimizers: list, scaler, batch_generator: torch.Generator,
                      ranks: Ranks = Ranks()) -> None:
     """Load last.pt's weights, optimizer and loss scaler states and random states into a run built with the

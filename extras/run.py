@@ -5,20 +5,23 @@ train.py's main() hands its arguments to run_command(), which does everything ar
     flags -> settings     TrainConfig, RunControls and GPTConfig fields as flags, with the help text below;
                           the CPU quick run's defaults, --recipe, then the flags given; checked before
                           anything runs
-    device, precision     extras/precision.py decides, and the start-up line says why
-    --resume              last.pt loaded and checked against the flags given (extras/resume.py)
+    device, precision     extras/precision.py decides, and the start-up line says why (on a CPU, also why
+                          not a GPU the machine has: extras/unused_gpu.py)
+    --resume              last.pt loaded and checked against the flags given and its text (extras/resume.py)
     torchrun              ranks joined (extras/distributed.py, only under torchrun); rank 0 alone prints
     data                  downloaded if it is the default corpus and missing, encoded or read from its cache
     the start-up report   model, optimizer, data and batch, printed as the run starts (report_start)
-    errors                a mistake the user can fix, a full disk, running out of memory, Ctrl-C: one line on
-                          stderr and an exit code (docs/exit-codes.md), never a traceback
+    errors                a mistake the user can fix, a full disk or a locked file, out of memory, Ctrl-C:
+                          one line on stderr and an exit code (docs/exit-codes.md), never a traceback
 """
 
 import argparse
+import errno
 import importlib.util
 import math
 import os
 import re
+import shutil
 import sys
 import types
 import typing
@@ -235,14 +238,23 @@ def set_up(given: dict, ranks: Ranks, config_class) -> Run:
     print(precision.describe()
           + (f" | {torch.get_num_threads()} CPU threads" if device.type == "cpu" else "")
           + (f" | {ranks.world_size} ranks ({torch.distributed.get_backend()})" if ranks.launched else ""))
+    may_have_gpu = shutil.which("nvidia-smi") or sys.platform == "darwin"
+    if device.type == "cpu" and controls.device == "auto" and may_have_gpu:
+        from extras.unused_gpu import unused_gpu  # one this torch cannot use? Say why, and the fix
+        why = unused_gpu()
+        if why:
+            print(f"note: {why}")
     precision.apply()
 
     out_dir = Path(given.get("out_dir", config_class.out_dir))
     resume_from = None
     if controls.resume:
-        from extras.resume import load_resumable, resumed_configs  # only for --resume
+        from extras.resume import check_same_text, load_resumable, resumed_configs  # only for --resume
         resume_from = load_resumable(out_dir / "last.pt")
         cfg, model_cfg = resumed_configs(resume_from, given, config_class)
+        data_path = Path(cfg.data) if cfg.data else DEFAULT_DATA
+        is_default = data_path.resolve() == DEFAULT_DATA.resolve()
+        check_same_text(resume_from, data_path, given=("data" in given), default_corpus=is_default)
     else:
         if (out_dir / "last.pt").exists() and not controls.overwrite:
             raise CLIError(f"{out_dir} already holds a run; continue it with --resume, start over with "
@@ -450,12 +462,19 @@ def failures_explained(run: Run):
                        f"raise --grad_accum_steps (now {cfg.grad_accum_steps}; same batch, less memory), "
                        "or pick a smaller --preset. Checkpoints from earlier evaluations are intact",
                        EXIT_FAILED) from None
-    # A write into out_dir failed (a full disk, a quota, a drive gone). Checkpoints and loss.png are replaced
-    # whole or not at all (extras/files.py) and a failed CSV append is cut back, so what was saved is still
-    # there to resume from.
+    # A write into out_dir failed: a full disk or quota; a file another program holds open (Windows will not
+    # replace a metrics.csv open in a spreadsheet or a loss.png in a viewer, and antivirus can do the same);
+    # a drive gone. Checkpoints and loss.png are replaced whole or not at all (extras/files.py) and a failed
+    # CSV append is cut back, so what was saved is still there to resume from.
     except OSError as e:
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            fix = f"free some space there (or copy {out_dir} to a disk with room and pass that --out_dir)"
+        elif isinstance(e, PermissionError):
+            fix = ("another program may have it open (a spreadsheet, an image viewer, antivirus): close it, "
+                   "or check that the folder is writable")
+        else:
+            fix = f"check that {out_dir} is still there and writable"
         then = (f"continue with: {resume_command(out_dir, run.ranks)}" if (out_dir / "last.pt").exists()
                 else "run the same command again")
-        raise CLIError(f"could not write {e.filename or out_dir} ({e.strerror or e}): free some space there "
-                       f"(or copy {out_dir} to a disk with room and pass that --out_dir), then {then}. The "
-                       "checkpoints saved before are intact", EXIT_FAILED) from None
+        raise CLIError(f"could not write {e.filename or out_dir} ({e.strerror or e}): {fix}, then {then}. "
+                       "The checkpoints saved before are intact", EXIT_FAILED) from None

@@ -3,6 +3,7 @@ up to IN_MEMORY_BYTES read whole and encoded one token per character, as the wor
 prepare.py the same way). Larger texts and BPE stream through the token cache instead (extras/dataset.py).
 """
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ class TokenData:
     n_chars: int  # characters in the whole text
     n_train_chars: int  # characters in the train split (the first 90%)
     path: Path  # the .bin cache file, or the text itself when it was read whole
+    sha256: str  # of the text file's bytes: checkpoints keep it, so --resume knows the text it trained on
     from_cache: bool  # True when an existing cache was reused
     seconds: float  # wall time the reading and encoding took
 
@@ -60,7 +62,8 @@ def read_text(path: Path, tokenizer: CharTokenizer | None = None) -> TokenData:
     t0 = time.perf_counter()
     check_text_file(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"data file {path} is not UTF-8 text (bad byte at offset {e.start}); "
                         "pass a UTF-8 text file with --data") from None
@@ -75,4 +78,5 @@ def read_text(path: Path, tokenizer: CharTokenizer | None = None) -> TokenData:
     ids = tokenizer.encode_fast(text)  # (N,) token ids, one per character
     n_train = int(TRAIN_FRACTION * len(ids))
     return TokenData(train=ids[:n_train], val=ids[n_train:], tokenizer=tokenizer, n_chars=len(ids),
-                     n_train_chars=n_train, path=path, from_cache=False, seconds=time.perf_counter() - t0)
+                     n_train_chars=n_train, path=path, sha256=hashlib.sha256(raw).hexdigest(),
+                     from_cache=False, seconds=time.perf_counter() - t0)

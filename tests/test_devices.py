@@ -3,13 +3,16 @@ loss scaler), resume across devices and scaler states, fused AdamW, torch.compil
 compilations) and DDP, torchrun's process groups and per-step agreement, and evaluation that streams and counts exactly.
 The same paths on a real GPU are tests/test_gpu.py's."""
 
+import functools
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +21,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from extras import checkpoint
+from extras import unused_gpu
 from extras import resume
 from extras import cli
 from extras import distributed
@@ -79,6 +83,83 @@ def test_bfloat16_autocast_on_the_cpu_keeps_logits_in_float32():
         logits, loss = model(x, x)
     assert hidden.dtype == torch.bfloat16  # autocast is really on
     assert logits.dtype == torch.float32 and loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_the_forward_asks_for_no_autocast_where_none_is_on(monkeypatch):
+    # torch 2.4 has no autocast for "mps", and refuses even torch.autocast("mps", enabled=False): a forward
+    # without autocast must not build one. Here every torch.autocast fails as 2.4's does for "mps".
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    x = torch.randint(11, (2, 8))
+    expected, _ = model(x)
+
+    def no_autocast_here(device_type, *args, **kwargs):
+        raise RuntimeError(f"User specified an unsupported autocast device_type '{device_type}'")
+
+    monkeypatch.setattr(torch, "autocast", no_autocast_here)
+    logits, _ = model(x)
+    assert torch.equal(logits, expected)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# a GPU this torch cannot use: the probe faked, the start-up line checked
+
+
+def fake_machine(monkeypatch, system, machine="x86_64", nvidia_smi=False, sysctl_arm64="", cuda=None):
+    """Make extras/unused_gpu.py (and run.py's check for whether to ask it) see another machine: its OS and
+    CPU, whether nvidia-smi is on the PATH, what `sysctl -n hw.optional.arm64` prints, and the CUDA this torch
+    was built for (None: a CPU-only build)."""
+    which = SimpleNamespace(which=lambda name: "/usr/bin/nvidia-smi" if nvidia_smi and name == "nvidia-smi"
+                            else None)
+    this_os = SimpleNamespace(system=lambda: system, machine=lambda: machine)
+    monkeypatch.setattr(unused_gpu, "platform", this_os)
+    monkeypatch.setattr(unused_gpu, "shutil", which)
+    monkeypatch.setattr(run_module, "shutil", which)
+    monkeypatch.setattr(unused_gpu, "subprocess", SimpleNamespace(
+        run=lambda *a, **k: SimpleNamespace(returncode=0 if sysctl_arm64 else 1, stdout=sysctl_arm64)))
+    monkeypatch.setattr(torch.version, "cuda", cuda)
+    build = "cpu" if cuda is None else "cu" + cuda.replace(".", "")
+    monkeypatch.setattr(torch, "__version__", f"2.15.0+{build}")
+    for module in (torch.cuda, torch.backends.mps):  # wrapped, as torch._dynamo expects of is_available
+        monkeypatch.setattr(module, "is_available", functools.wraps(module.is_available)(lambda: False))
+
+
+def test_an_nvidia_gpu_with_a_cpu_only_torch_is_named_at_start_up_with_the_fix(small_text, tmp_path,
+                                                                                  monkeypatch, capsys):
+    fake_machine(monkeypatch, "Windows", "AMD64", nvidia_smi=True)  # uv sync on a gaming laptop
+    flags = [f for f in TINY_FLAGS if f not in ("--device", "cpu")]  # --device auto
+    flags += ["--max_iters", "1", "--eval_interval", "1"]
+    assert train.main(["--data", str(small_text), "--out_dir", str(tmp_path), *flags]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("device: cpu (no CUDA GPU or Apple MPS found")
+    assert lines[1] == ("note: this machine has an NVIDIA GPU (nvidia-smi), but torch 2.15.0+cpu was built "
+                        "without CUDA, so it runs on the CPU. For the GPU: uv pip install --reinstall "
+                        "torch==2.15.0 --torch-backend=auto, then run with uv run --no-sync "
+                        "(README: Install)")
+    # Asked for the CPU, nobody needs telling.
+    assert train.main(["--data", str(small_text), "--out_dir", str(tmp_path), *flags, "--device", "cpu",
+                       "--overwrite"]) == 0
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_a_cuda_torch_that_cannot_start_its_gpu_says_so(monkeypatch):
+    fake_machine(monkeypatch, "Linux", nvidia_smi=True, cuda="12.8")
+    note = unused_gpu.unused_gpu()
+    assert "torch 2.15.0+cu128 was built for CUDA 12.8 but cannot start it" in note
+    assert "torch==2.15.0 --torch-backend=auto" in note
+
+
+@pytest.mark.parametrize("system, machine, arm64, says", [
+    ("Darwin", "x86_64", "1\n", "Apple Silicon"),  # an x86_64 Python under Rosetta
+    ("Darwin", "x86_64", "", None),  # an Intel Mac: no GPU torch could use
+    ("Darwin", "arm64", "1\n", None),  # an arm64 Python: MPS is there, or torch says why not
+    ("Linux", "x86_64", "", None),  # no nvidia-smi: no GPU to speak of
+    ("Windows", "AMD64", "", None),
+])
+def test_the_probe_speaks_only_where_a_gpu_is_left_unused(monkeypatch, system, machine, arm64, says):
+    fake_machine(monkeypatch, system, machine, sysctl_arm64=arm64)
+    note = unused_gpu.unused_gpu()
+    assert note is None if says is None else (says in note and "install an arm64 Python" in note)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -378,6 +459,31 @@ def test_two_ranks_killed_and_resumed_match_an_uninterrupted_run(small_text, tmp
 # the GPU check's command
 
 
+NESTED_TESTS = {  # test files a nested pytest runs, and whether the GPU check may call that a pass
+    "passes": ("def test_a():\n    pass\n", True),
+    "fails": ("def test_a():\n    assert False\n", False),
+    "cannot be collected": ("import no_such_module\n\ndef test_a():\n    pass\n", False),
+    "has no tests": ("x = 1\n", False),
+    "skips all": ("import pytest\n\n@pytest.mark.skip(reason='no GPU')\ndef test_a():\n    pass\n", None),
+}
+
+
+@pytest.mark.parametrize("case", NESTED_TESTS)
+def test_the_gpu_check_reads_the_nested_pytest_run_by_its_result(tmp_path, case):
+    source, verdict = NESTED_TESTS[case]
+    (tmp_path / "test_nested.py").write_text(source, encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_nested.py"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    import bench
+
+    passed_on_a_gpu, summary = bench.pytest_verdict(proc.returncode, proc.stdout, must_run=True)
+    passed_in_a_smoke_run, _ = bench.pytest_verdict(proc.returncode, proc.stdout, must_run=False)
+    # Skipping everything is a pass only in a smoke run on a CPU; on a GPU the gpu tests must run.
+    expected = (False, True) if verdict is None else (verdict, verdict)
+    assert (passed_on_a_gpu, passed_in_a_smoke_run) == expected
+    assert re.search(r" in [\d.]+s", summary), summary  # the summary line, not whatever came last
+
+
 def test_gpu_check_without_a_gpu_says_so_in_one_line(tmp_path):
     if torch.cuda.is_available() or torch.backends.mps.is_available():
         pytest.skip("this machine has a GPU: the check would run for real")
@@ -396,7 +502,9 @@ def test_gpu_check_smoke_run_makes_the_table(small_text, tmp_path, capsys):
     table = out.read_text(encoding="utf-8").splitlines()
     assert table[0].startswith("GPU check on") and "torch" in table[0]
     rows = [line for line in table if line.startswith("| ") and not line.startswith("| check")]
-    assert rows[0].startswith("| `pytest -m gpu` |")
+    # Here every gpu test skips (no GPU) and the rest are deselected: a pass in a smoke run, and said so.
+    passed_row = r"\| `pytest -m gpu` \| \d+ skipped, \d+ deselected in [\d.]+s.*: passed \|"
+    assert re.fullmatch(passed_row, rows[0]), rows[0]
     assert any("compile off" in r and "ms/step" in r for r in rows) and any("compile on" in r for r in rows)
     for recipe in ("gpt2", "modern"):  # the medium run with each recipe
         assert any(f"recipe {recipe}: time to val loss 9" in r and "s of training (step 0)" in r for r in rows)  # 9 > ln(vocab)

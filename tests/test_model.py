@@ -160,9 +160,10 @@ def test_sampled_tokens_follow_the_distribution():
     assert frequencies[1] == frequencies[3] == 0  # outside the top 3
 
 
-@pytest.mark.parametrize("temperature, top_k", [(-0.1, None), (1.0, 0)])
-def test_sampling_rejects_bad_settings(temperature, top_k):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("temperature, top_k, why", [(-0.1, None, "temperature must be >= 0, got -0.1"),
+                                                     (1.0, 0, "top_k must be >= 1, got 0")])
+def test_sampling_rejects_bad_settings(temperature, top_k, why):
+    with pytest.raises(ValueError, match=why):
         sample_next_token(torch.zeros(1, 5), temperature, top_k)
 
 

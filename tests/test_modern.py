@@ -543,9 +543,9 @@ def test_a_checkpoint_from_before_the_options_resumes(old_checkpoint):
                                     dict(n_head=4, n_kv_head=8), dict(n_embd=30, n_head=2, position="rope")])
 def test_config_check_refuses_shapes_the_model_cannot_have(fields):
     config = GPTConfig(**{"n_embd": 32, **fields})
-    with pytest.raises(ValueError, match="n_kv_head|position"):
+    with pytest.raises(ValueError, match="n_kv_head|position") as refused:
         config.check()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape(str(refused.value))):  # the same reason, from the model
         GPT(config)
     GPTConfig(n_embd=30, n_head=2).check()  # an odd head size is fine without RoPE
     for n_kv_head in (None, 1, 2, 4):

@@ -254,6 +254,51 @@ def test_a_full_disk_stops_the_run_with_one_line_and_loses_nothing(saved_run, re
     assert _losses(read_metrics(out_dir)) == resumed_with_room
 
 
+def fail_writes_to(monkeypatch, name, error):
+    """Every write to a file called name fails with error, as Windows fails them while another program holds
+    the file open: replacing it (checkpoints, loss.png) and appending to it (the CSVs)."""
+    real_replace, real_open = os.replace, builtins.open
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name == name:
+            raise error
+        return real_replace(src, dst, *args, **kwargs)
+
+    def open_(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and "a" in mode and Path(file).name == name:
+            raise error
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(builtins, "open", open_)
+
+
+LOCKED = PermissionError(errno.EACCES, "Permission denied")  # what Windows raises for a file held open
+
+
+@pytest.mark.parametrize("name, error, fix", [
+    ("last.pt", LOCKED, "another program may have it open"),
+    ("metrics.csv", LOCKED, "another program may have it open"),
+    ("train_log.csv", LOCKED, "another program may have it open"),
+    pytest.param("loss.png", LOCKED, "another program may have it open", marks=needs("matplotlib")),
+    ("last.pt", OSError(errno.EIO, "Input/output error"), "check that"),
+])
+def test_a_write_that_fails_for_another_reason_says_which(saved_run, monkeypatch, capsys, name, error, fix):
+    out_dir, data = saved_run
+    before = snapshot(out_dir)
+    fail_writes_to(monkeypatch, name, error)
+    capsys.readouterr()
+    assert run_train(data, out_dir, *DISK_FULL_FLAGS) == cli.EXIT_FAILED
+    err = one_line_error(capsys)
+    assert err.startswith(f"error: could not write {out_dir / name} ({error.strerror}): {fix}")
+    assert "space" not in err and f"then continue with: python train.py --resume --out_dir {out_dir}" in err
+    assert snapshot(out_dir)[Path(name)] == before[Path(name)] and not list(out_dir.rglob("*.tmp"))
+    for checkpoint in ("best.pt", "last.pt"):
+        assert torch.load(out_dir / checkpoint, weights_only=True)["step"] in (4, 6)  # intact, loadable
+    monkeypatch.undo()  # the program closed the file: --resume goes on
+    assert run_train(data, out_dir, *DISK_FULL_FLAGS) == 0
+
+
 def test_a_full_disk_before_the_first_checkpoint_says_to_run_again(small_text, tmp_path, monkeypatch, capsys):
     fill_the_disk(monkeypatch, "best.pt", room=2000)  # the evaluation at step 0
     assert run_train(small_text, tmp_path, "--max_iters", "4") == cli.EXIT_FAILED

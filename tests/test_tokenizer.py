@@ -173,10 +173,15 @@ def test_dict_round_trips_for_both_kinds(bpe):
         assert again.encode(SAMPLE).tolist() == tok.encode(SAMPLE).tolist()
 
 
-@pytest.mark.parametrize("bad", [None, "abc", {"kind": "wordpiece", "data": "abc"}, {"kind": "char"},
-                                 {"kind": "char", "data": ""}, {"kind": "char", "data": "aa"}, {"kind": "bpe", "data": "[]"}])
-def test_from_dict_rejects_bad_data(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("bad, why", [
+    (None, "must be a dict with a string 'data'"), ("abc", "must be a dict with a string 'data'"),
+    ({"kind": "wordpiece", "data": "abc"}, "unknown tokenizer kind 'wordpiece'"),
+    ({"kind": "char"}, "must be a dict with a string 'data'"),
+    ({"kind": "char", "data": ""}, "vocabulary is empty"),
+    ({"kind": "char", "data": "aa"}, "must be distinct"),
+    ({"kind": "bpe", "data": "[]"}, "not a valid tokenizer JSON")])
+def test_from_dict_rejects_bad_data(bad, why):
+    with pytest.raises(ValueError, match=why):
         tokenizer_from_dict(bad)
 
 

@@ -127,12 +127,24 @@ def test_download_wrong_checksum_saves_nothing(http_dir, tmp_path):
     assert not target.parent.exists() or list(target.parent.iterdir()) == []
 
 
+def test_download_into_a_folder_that_cannot_be_made_names_the_fix(http_dir, tmp_path):
+    served, url = http_dir
+    payload = b"First Citizen:\n"
+    (served / "input.txt").write_bytes(payload)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x", encoding="utf-8")
+    target = blocker / "data" / "corpus.txt"  # its folder cannot be made: a file stands in the way
+    with pytest.raises(dataset.DataError, match=r"could not save the corpus to .*--data PATH"):
+        download.download(f"{url}/input.txt", target, hashlib.sha256(payload).hexdigest())
+
+
 def test_download_unreachable_names_the_fix(tmp_path):
-    with socket.socket() as s:  # a port that nothing listens on
+    target = tmp_path / "corpus.txt"
+    # A port bound but not listening refuses connections, and stays ours (no other process can take it)
+    # until the download has failed.
+    with socket.socket() as s, pytest.raises(dataset.DataError, match="--data PATH") as e:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    target = tmp_path / "corpus.txt"
-    with pytest.raises(dataset.DataError, match="--data PATH") as e:
         download.download(f"http://127.0.0.1:{port}/input.txt", target, download.DATA_SHA256, timeout=5)
     assert str(target) in str(e.value)
     assert not target.exists()
@@ -153,13 +165,12 @@ def test_main_downloads_the_default_corpus_when_missing(http_dir, tmp_path, smal
 
 
 def test_main_offline_without_corpus_says_where_to_put_it(tmp_path, monkeypatch, capsys):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     target = tmp_path / "data" / "tinyshakespeare.txt"
     monkeypatch.setattr(run_module, "DEFAULT_DATA", target)
-    monkeypatch.setattr(download, "DATA_URL", f"http://127.0.0.1:{port}/input.txt")
-    code = train.main(["--out_dir", str(tmp_path / "out"), *TINY_FLAGS])
+    with socket.socket() as s:  # bound, not listening: refused, and no other process can take the port
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setattr(download, "DATA_URL", f"http://127.0.0.1:{s.getsockname()[1]}/input.txt")
+        code = train.main(["--out_dir", str(tmp_path / "out"), *TINY_FLAGS])
     err = capsys.readouterr().err
     assert code == cli.EXIT_FAILED
     assert err.count("\n") == 1 and str(target) in err and "--data" in err
@@ -320,6 +331,108 @@ def test_resume_can_extend_a_finished_run(small_text, tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path)] == [0, 2, 4, 6]
 
 
+def _files(folder):
+    """Every file under folder with its bytes."""
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _resume(out_dir, *flags) -> int:
+    """train.py --resume on out_dir with the tiny flags, and --data only if flags give it."""
+    return train.main(["--out_dir", str(out_dir), *TINY_FLAGS, "--max_iters", "4", "--eval_interval", "2",
+                       "--resume", *flags])
+
+
+@pytest.fixture
+def moved_run(small_text, tmp_path, monkeypatch):
+    """A 2-step run on a text that was then moved: (out_dir, the text's old path, its new path). Nothing may
+    be downloaded from here on, and the default corpus is a path that does not exist."""
+    out_dir, old = tmp_path / "out", tmp_path / "mine" / "my text.txt"
+    old.parent.mkdir()
+    old.write_bytes(small_text.read_bytes())
+    assert run_train(old, out_dir, "--max_iters", "2", "--eval_interval", "2") == 0
+    new = tmp_path / "moved.txt"
+    old.rename(new)
+    monkeypatch.setattr(run_module, "DEFAULT_DATA", tmp_path / "data" / "tinyshakespeare.txt")
+    monkeypatch.setattr(download, "download", lambda *a, **k: pytest.fail("resume tried to download"))
+    return out_dir, old, new
+
+
+def test_checkpoints_record_the_sha256_of_their_text(moved_run):
+    out_dir, _, new = moved_run
+    digest = hashlib.sha256(new.read_bytes()).hexdigest()
+    for name in ("best.pt", "last.pt"):
+        assert torch.load(out_dir / name, weights_only=True)["data_sha256"] == digest
+
+
+def test_resume_after_the_text_moved_names_the_path_and_data(moved_run, capsys):
+    out_dir, old, new = moved_run
+    before = _files(out_dir.parent)
+    capsys.readouterr()
+    assert _resume(out_dir) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(old) in err and "--data PATH" in err
+    assert _files(out_dir.parent) == before  # nothing written, nothing downloaded
+    # Told where the text is now, it goes on, and last.pt remembers the new place.
+    assert _resume(out_dir, "--data", str(new)) == 0
+    assert torch.load(out_dir / "last.pt", weights_only=True)["train_config"]["data"] == str(new)
+    assert _resume(out_dir, "--max_iters", "6") == 0
+
+
+def test_resume_with_a_path_from_another_machine_is_one_line(moved_run, capsys):
+    out_dir, _, _ = moved_run
+    for name in ("last.pt", "best.pt"):  # as if trained on Colab
+        checkpoint = torch.load(out_dir / name, weights_only=True)
+        checkpoint["train_config"]["data"] = "/content/quill/my text.txt"
+        torch.save(checkpoint, out_dir / name)
+    before = _files(out_dir.parent)
+    capsys.readouterr()
+    assert _resume(out_dir) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "/content/quill/my text.txt" in err and "--data" in err
+    assert _files(out_dir.parent) == before and not os.path.exists("/content/quill")
+
+
+@pytest.mark.parametrize("where", ["--data", "the saved path"])
+def test_resume_refuses_a_text_other_than_the_one_trained_on(moved_run, tmp_path, capsys, where):
+    out_dir, old, new = moved_run
+    other = tmp_path / "other.txt"  # the same characters, another text
+    other.write_text(new.read_text(encoding="utf-8")[::-1], encoding="utf-8")
+    if where == "the saved path":
+        other.rename(old)
+    before = _files(out_dir.parent)
+    capsys.readouterr()
+    assert _resume(out_dir, *(["--data", str(other)] if where == "--data" else [])) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(other if where == "--data" else old) in err
+    assert "not the text this run was trained on" in err and "--data PATH" in err and "--overwrite" in err
+    assert _files(out_dir.parent) == before
+
+
+def test_resume_on_the_default_corpus_never_downloads_another_text(moved_run, capsys):
+    out_dir, _, _ = moved_run
+    checkpoint = torch.load(out_dir / "last.pt", weights_only=True)
+    checkpoint["train_config"]["data"] = None  # trained on the default corpus, which is missing here
+    torch.save(checkpoint, out_dir / "last.pt")
+    before = _files(out_dir.parent)
+    capsys.readouterr()
+    # Its sha256 is not Tiny Shakespeare's, so downloading that could not bring the text back.
+    assert _resume(out_dir) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(run_module.DEFAULT_DATA) in err and "--data" in err
+    assert _files(out_dir.parent) == before
+
+
+def test_a_checkpoint_without_the_sha256_resumes_with_a_note(moved_run, capsys):
+    out_dir, old, new = moved_run
+    checkpoint = torch.load(out_dir / "last.pt", weights_only=True)
+    del checkpoint["data_sha256"]  # saved before checkpoints kept it
+    torch.save(checkpoint, out_dir / "last.pt")
+    capsys.readouterr()
+    assert _resume(out_dir, "--data", str(new)) == 0
+    note = f"note: last.pt was saved before checkpoints kept the text's sha256, so {new} cannot be checked"
+    assert note in capsys.readouterr().out
+
+
 def test_a_new_run_does_not_overwrite_a_saved_one(small_text, tmp_path, capsys):
     assert run_train(small_text, tmp_path, "--max_iters", "2", "--eval_interval", "2") == 0
     before = (tmp_path / "last.pt").read_bytes()
@@ -474,6 +587,25 @@ def test_a_time_budget_ends_the_run_annealed(small_text, tmp_path, capsys):
     assert rows[-1]["step"] % 1000 != 0 or rows[-1]["step"] == 0  # the last evaluation came from the budget
     # Spent, and counted in real seconds: no more than the run took (however slow a busy machine makes it).
     assert 3 <= rows[-1]["elapsed_s"] <= wall_s
+
+
+def test_the_cpu_default_run_trains_end_to_end(small_text, tmp_path, capsys):
+    # `python train.py` on a CPU, no --preset: the quick run's settings, only its five minutes cut to three
+    # seconds. Evaluated at step 0 and when the time is up, best.pt written, a sample printed.
+    code = train.main(["--data", str(small_text), "--out_dir", str(tmp_path), "--device", "cpu",
+                       "--time_budget", "3"])
+    out = capsys.readouterr().out
+    assert code == 0
+    settings = ", ".join(f"{k}={v}" for k, v in run_module.CPU_DEFAULTS.items())
+    assert f"CPU and no --preset: using a quick run ({settings}); pass --preset" in out
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows][0] == 0 and rows[-1]["step"] > 0
+    assert all(math.isfinite(r["val_loss"]) for r in rows)
+    assert "spent the time budget of 3s" in out
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["train_config"]["preset"] == "tiny" and best["model_config"]["block_size"] == 64
+    sample = out.split("sample from the final model:\n", 1)[1]
+    assert len(sample) >= train.TrainConfig.sample_chars  # 300 characters, one per token
 
 
 def _windows(data, block_size, batch_size=64, rank=0, world_size=1):
