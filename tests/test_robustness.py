@@ -291,7 +291,8 @@ def test_a_write_that_fails_for_another_reason_says_which(saved_run, monkeypatch
     assert run_train(data, out_dir, *DISK_FULL_FLAGS) == cli.EXIT_FAILED
     err = one_line_error(capsys)
     assert err.startswith(f"error: could not write {out_dir / name} ({error.strerror}): {fix}")
-    assert "space" not in err and f"then continue with: python train.py --resume --out_dir {out_dir}" in err
+    assert "free some space" not in err  # not a full disk
+    assert f"then continue with: {cli.shell_command('python', 'train.py', '--resume', '--out_dir', str(out_dir))}" in err
     assert snapshot(out_dir)[Path(name)] == before[Path(name)] and not list(out_dir.rglob("*.tmp"))
     for checkpoint in ("best.pt", "last.pt"):
         assert torch.load(out_dir / checkpoint, weights_only=True)["step"] in (4, 6)  # intact, loadable
