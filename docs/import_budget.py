@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def project_modules() -> list[Path]:
     """The files of this repo's modules that are loaded now, sorted."""
     files = {Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
-    return sorted(f for f in files if f.is_relative_to(ROOT) and ".venv" not in f.parts and f.suffix == ".py"
-                  and f.is_file())
+    # a virtual environment may live inside the repo (.venv, or docs/compat.sh's under out/): not ours
+    return sorted(f for f in files if f.is_relative_to(ROOT) and not {".venv", "site-packages"} & set(f.parts)
+                  and f.suffix == ".py" and f.is_file())
 
 
 def report(script: Path) -> None:
