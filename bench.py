@@ -31,7 +31,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from extras.cli import EXIT_FAILED, CLIError, FlagParser, run_cli, shell_command

@@ -1,7 +1,6 @@
 """Data parallel training: gradient accumulation, batch arithmetic, and two CPU ranks under torchrun (gloo)."""
 
 import shlex
-import signal
 import subprocess
 import sys
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import generate
-from extras import engine, precision
+from extras import engine
 import train
 from extras import run as run_module
 from model import GPT

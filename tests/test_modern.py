@@ -24,7 +24,6 @@ from extras import engine
 from extras.inside import attention_maps
 from extras.modern import RECIPES, Muon, apply_rotary, rotary_tables, swiglu_hidden
 from model import GPT, GPTConfig
-from extras.precision import make_precision
 from extras.step import configure_optimizer
 
 OPTIONS = {"position": ["learned", "rope"], "norm": ["layernorm", "rmsnorm"], "mlp": ["gelu", "swiglu", "relu2"],
