@@ -37,7 +37,7 @@ from extras.cli import EXIT_FAILED, CLIError, FlagParser, run_cli, shell_command
 from extras.dataset import DEFAULT_DATA
 from extras.metrics import read_metrics
 from model import GPT, PRESETS, GPTConfig
-from extras.device import cpu_class, cpu_has_native_bfloat16
+from extras.cpu import cpu_class, cpu_has_native_bfloat16
 from extras.precision import Precision, make_precision
 from extras.engine import generate
 from extras.modern import RECIPES, pick_muon_dtype

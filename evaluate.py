@@ -18,12 +18,11 @@ import math
 import sys
 from pathlib import Path
 
-from extras.checkpoint import load_checkpoint, model_from_checkpoint
+from extras.checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
 from extras.cli import CLIError, FlagParser, run_cli
 from extras.dataset import DEFAULT_DATA, DataError, prepare
 from extras.evaluation import EVAL_BATCH_SIZE, count_chars, eval_windows, evaluate
 from extras.precision import DTYPES, make_precision
-from extras.tokenizer import tokenizer_from_checkpoint
 
 
 def main(argv=None) -> int:

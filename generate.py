@@ -14,12 +14,11 @@ from pathlib import Path
 
 import torch
 
-from extras.checkpoint import load_checkpoint, model_from_checkpoint
+from extras.checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
 from extras.cli import CLIError, FlagParser, run_cli
 from extras.engine import WINDOWS, generate_tokens, kv_cache_bytes, pick_weights_dtype
 from extras.device import DTYPES, pick_device
 from extras.streaming import StreamDecoder
-from extras.tokenizer import tokenizer_from_checkpoint
 
 
 def build_parser() -> FlagParser:

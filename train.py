@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from extras.checkpoint import save_checkpoint
 from extras.control import RunClock
 from extras.evaluation import EvalSets
+from extras.files import save_checkpoint
 from extras.metrics import TrainLog, append_metrics, plot_metrics, start_metrics
 from extras.precision import Precision
 from extras.ranks import Ranks, rng_states
-from extras.run import Run, interrupted, non_finite, report_start, run_command
+from extras.run import Run, non_finite, report_start, run_command
 from extras.step import configure_optimizer, get_batch, sample_starts, skip_grad_sync, wrap_for_training
 from extras.text import TokenData
 from extras.tokenizer import tokenizer_to_dict
@@ -40,9 +40,9 @@ class TrainConfig:
     """The settings of a training run: everything but the model's architecture. Each field is a command-line
     flag of the same name (`python train.py --help`), and the whole config is saved in checkpoints."""
 
-    data: str | None = None  # UTF-8 text file to train on; None: Tiny Shakespeare, downloaded on first use
+    data: str | None = None  # UTF-8 text to train on; None: Tiny Shakespeare, downloaded on first use
     out_dir: str = "out"  # checkpoints, metrics.csv, train_log.csv and loss.png go here
-    cache_dir: str | None = None  # the encoded token files; None: out_dir/cache
+    cache_dir: str | None = None  # token files of BPE and of texts over 32 MB; None: out_dir/cache
     tokenizer: str = "char"  # char: one token per character; bpe: byte-level BPE (extras/bpe.py)
     vocab_size: int = 1024  # BPE vocabulary size, the 256 bytes included (--tokenizer bpe)
     preset: str | None = None  # the model's size, from model.PRESETS; None: medium, or a quick run on CPU
@@ -52,7 +52,7 @@ class TrainConfig:
     time_budget: float = 0.0  # seconds of training; the run and its schedule end when spent (0: no limit)
     recipe: str = "gpt2"  # gpt2, or modern: the 2026 pieces measured to pay (extras/modern.py)
     optimizer: str = "adamw"  # adamw, or muon for the matrices inside the blocks (AdamW for the rest)
-    learning_rate: float = 1e-3  # the peak, reached at the end of warmup
+    learning_rate: float = 1e-3  # the peak learning rate, reached at the end of warmup
     muon_lr: float | None = None  # the Muon group's peak (--optimizer muon); None: learning_rate
     min_lr: float = 1e-4  # the learning rate at the end of the cosine decay
     warmup_iters: int = 100  # steps of linear warmup
@@ -65,7 +65,7 @@ class TrainConfig:
     patience: int = 0  # stop after this many evaluations without a new best val loss (0: never)
     log_interval: int = 10  # log the mean training loss every this many steps
     sample_chars: int = 300  # tokens to sample from the final model (0: none)
-    seed: int = 1337  # the same seed and flags repeat a --max_iters run exactly on a CPU
+    seed: int = 1337  # repeats exactly on a CPU with --max_iters; not with --time_budget (the CPU default)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -203,6 +203,7 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
                     break
 
     if stop_reason is None and state.step < cfg.max_iters and not out_of_time:  # Ctrl-C or SIGTERM
+        from extras.failures import interrupted  # (only a stopped run needs it)
         raise interrupted(clock, log, make_checkpoint(cfg, state, *training, ranks), ranks)
     stop_reason = stop_reason or (f"reached max_iters {cfg.max_iters}" if state.step >= cfg.max_iters
                                   else f"spent the time budget of {cfg.time_budget:g}s")

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from extras.checkpoint import load_checkpoint, model_from_checkpoint
+from extras.checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
 from extras.cli import CLIError, FlagParser, run_cli
 from extras.files import write_atomically
 from extras.metrics import plot_metrics, read_metrics
@@ -44,7 +44,6 @@ from extras.inside import attention_maps, next_token_probs
 from extras.page import WEIGHT_FORMATS, page_data, render_page
 from model import GPT
 from extras.precision import pick_device
-from extras.tokenizer import tokenizer_from_checkpoint
 
 DEFAULT_PROMPT = "ROMEO:\nBut soft, what light"  # every character is in Tiny Shakespeare's vocabulary
 ATTENTION_TOKENS = 48  # attention maps show at most the prompt's first 48 tokens: more and the labels overlap

@@ -6,7 +6,8 @@
     data_sha256                      the sha256 of the text it trained on: --resume needs that text
     optimizer, scaler, rng           what --resume needs on top (last.pt; extras/resume.py restores it)
 
-train.py's make_checkpoint builds the dict; this module saves and loads it.
+train.py's make_checkpoint builds the dict and extras/files.py's save_checkpoint writes it; this module reads
+it back, for generate.py, evaluate.py, visualize.py and --resume.
 """
 
 from pathlib import Path
@@ -14,13 +15,8 @@ from pathlib import Path
 import torch
 
 from extras.cli import CLIError, shell_command
+from extras.tokenizer import tokenizer_from_dict
 from model import GPT, GPTConfig
-
-
-def save_checkpoint(path: Path, checkpoint: dict) -> None:
-    """Write checkpoint to path atomically: a crash mid-write leaves the previous file intact."""
-    from extras.files import write_atomically  # here, so that generate.py (which only loads) does not load it
-    write_atomically(path, lambda f: torch.save(checkpoint, f))
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -51,13 +47,12 @@ def model_from_checkpoint(checkpoint: dict, device: torch.device) -> GPT:
     return model.to(device).eval()
 
 
-def check_writable(out_dir: Path) -> None:
-    """Fail before training, not at the first checkpoint, if out_dir cannot be written."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test.tmp"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise CLIError(f"cannot write to --out_dir {out_dir} ({e.strerror or e}); "
-                       "pick a folder you can write to") from None
+
+def tokenizer_from_checkpoint(ckpt: dict):
+    """The tokenizer a checkpoint was trained with: ckpt["tokenizer"], or older versions' character vocabulary
+    ckpt["vocab"]."""
+    if "tokenizer" in ckpt:
+        return tokenizer_from_dict(ckpt["tokenizer"])
+    if "vocab" in ckpt:
+        return tokenizer_from_dict({"kind": "char", "data": ckpt["vocab"]})
+    raise ValueError("the checkpoint holds no tokenizer (neither 'tokenizer' nor 'vocab')")

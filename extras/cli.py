@@ -36,6 +36,13 @@ class FlagParser(argparse.ArgumentParser):
     def error(self, message):
         raise CLIError(f"{message} (see --help)")
 
+    def format_help(self) -> str:
+        """The --help text. A flag made from a dataclass field (it has .field_of) is described by the comment
+        beside the field: read only now, by extras/flag_help.py."""
+        from extras.flag_help import describe_field_flags
+        describe_field_flags(self._actions)
+        return super().format_help()
+
 
 def shell_command(*words: str) -> str:
     """A command for the user to type, e.g. shell_command("python", "train.py"): behind `uv run` if uv started

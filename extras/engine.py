@@ -15,7 +15,8 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from extras.cli import CLIError
-from extras.device import DTYPES, cpu_has_native_bfloat16
+from extras.cpu import cpu_has_native_bfloat16
+from extras.device import DTYPES
 from model import GPT, GPTConfig, sample_next_token
 
 # How generation moves its window once the text is longer than the context (see generate_tokens).

@@ -1,9 +1,13 @@
 """Writing files so that a crash, a kill or a full disk never leaves half of one: what checkpoints, the token
-cache, the metrics files and the pictures are all written with.
+cache, the metrics files and the pictures are all written with; and checking, before a run, that it can write.
 """
 
 import os
 from pathlib import Path
+
+import torch
+
+from extras.cli import CLIError
 
 
 def write_atomically(path: Path, write):
@@ -30,3 +34,21 @@ def write_atomically(path: Path, write):
             raise
         raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from e
     return result
+
+
+def save_checkpoint(path: Path, checkpoint: dict) -> None:
+    """Write a checkpoint (a dict of tensors and plain data) to path atomically: a crash mid-write leaves the
+    previous file intact. extras/checkpoint.py reads it back."""
+    write_atomically(path, lambda f: torch.save(checkpoint, f))
+
+
+def check_writable(out_dir: Path) -> None:
+    """Fail before training, not at the first checkpoint, if out_dir cannot be written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise CLIError(f"cannot write to --out_dir {out_dir} ({e.strerror or e}); "
+                       "pick a folder you can write to") from None

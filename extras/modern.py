@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from extras.device import cpu_has_native_bfloat16
+from extras.cpu import cpu_has_native_bfloat16
 from model import MLP, CausalSelfAttention, GPTConfig
 
 # The workshop's GPT-2 and the 2026 pieces measured to help on this data (docs/ablate.sh, docs/BENCHMARKS.md):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from extras.cli import CLIError
-from extras.device import DTYPES, cpu_class, pick_device
+from extras.device import DTYPES, pick_device
 
 def torch_version() -> tuple[int, int]:
     """The installed torch's (major, minor) version."""
@@ -40,8 +40,13 @@ def pick_dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
             raise CLIError("--dtype bfloat16 on Apple MPS needs torch 2.6 or newer "
                            f"(this is {torch.__version__}; older ones quietly run float32 instead); "
                            "upgrade torch or use --dtype float32")
-        note = {"cpu": " (autocast on a CPU: runs the GPU code path, seldom faster)"}.get(device.type, "")
-        return DTYPES[requested], f"requested with --dtype{note if requested != 'float32' else ''}"
+        note = ""
+        if device.type == "cpu" and requested != "float32":
+            from extras.cpu import cpu_has_native_bfloat16  # (only a half-precision run on a CPU asks)
+            slow = requested == "bfloat16" and not cpu_has_native_bfloat16()
+            note = (" (autocast on a CPU: runs the GPU code path, seldom faster"
+                    + ("; this CPU emulates bfloat16: slow" if slow else "") + ")")
+        return DTYPES[requested], f"requested with --dtype{note}"
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported(including_emulation=False):  # emulated bf16 (T4, V100) is slow
             return torch.bfloat16, ("this GPU supports bfloat16: half the memory traffic, "
@@ -103,7 +108,7 @@ class Precision:
         """One line: device, dtype and compile, each with its reason."""
         device_why, dtype_why, compile_why = self.reasons
         if self.device.type == "cpu":
-            device_why += f"; {cpu_class()}"
+            device_why += f"; {torch.backends.cpu.get_cpu_capability()} CPU"
         return (f"device: {self.device} ({device_why}) | "
                 f"dtype: {str(self.dtype).removeprefix('torch.')} ({dtype_why})"
                 f"{' + TF32 matmuls' if self.tf32 else ''} | "

@@ -16,7 +16,6 @@ train.py's main() hands its arguments to run_command(), which does everything ar
 """
 
 import argparse
-import errno
 import importlib.util
 import math
 import os
@@ -25,19 +24,18 @@ import shutil
 import sys
 import types
 import typing
-from contextlib import contextmanager, nullcontext, redirect_stdout
+from contextlib import nullcontext, redirect_stdout
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 
-from extras.checkpoint import check_writable, save_checkpoint
-from extras.cli import (EXIT_FAILED, EXIT_INTERRUPTED, CLIError, FlagParser, shell_command,
-                        use_any_console)
+from extras.cli import EXIT_FAILED, EXIT_INTERRUPTED, CLIError, FlagParser, use_any_console
+from extras.files import check_writable
 from extras.precision import Precision, make_precision
 from extras.ranks import Ranks, wait_for_all
 from extras.text import DEFAULT_DATA, IN_MEMORY_BYTES, DataError, TokenData, read_text
-from extras.tokenizer import check_bpe_vocab_size, tokenizer_from_checkpoint
+from extras.tokenizer import check_bpe_vocab_size
 from model import PRESETS, GPTConfig
 
 
@@ -48,80 +46,18 @@ class RunControls:
 
     resume: bool = False  # continue the run in out_dir from last.pt
     overwrite: bool = False  # start a new run even if out_dir already holds one
-    device: str = "auto"  # auto, cpu, cuda or mps
-    dtype: str = "auto"  # auto, float32, bfloat16 or float16
-    compile: str = "auto"  # auto, on or off
+    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    dtype: str = "auto"  # auto: bfloat16 on GPUs that have it, float16 on older GPUs, float32 elsewhere
+    compile: str = "auto"  # torch.compile the training step; auto: on CUDA with Triton only
 
 
-# The help text of every flag (`python train.py --help`): each is a field of TrainConfig (train.py),
-# RunControls (above) or GPTConfig (model.py), with the field's name and type.
-HELP = {
-    # TrainConfig
-    "data": "UTF-8 text file to train on, of any size",
-    "out_dir": "folder for checkpoints, metrics.csv, train_log.csv and loss.png",
-    "cache_dir": "folder for the encoded token files of texts over 32 MB and of BPE, reused while the text "
-                 "and tokenizer are unchanged",
-    "tokenizer": "char: one token per character; bpe: byte-level BPE trained on the train split "
-                 "(extras/bpe.py)",
-    "vocab_size": "BPE vocabulary size, the 256 bytes included (--tokenizer bpe)",
-    "preset": "model size",
-    "batch_size": "sequences per optimizer step, over all ranks and micro-steps (the global batch)",
-    "grad_accum_steps": "split each step's batch into this many micro-steps, to fit memory; same result",
-    "max_iters": "optimizer steps in the whole run",
-    "time_budget": "seconds of training; the run and its LR schedule end when they are spent (0: no limit)",
-    "recipe": "gpt2, or modern: the 2026 pieces measured to pay (RECIPES in extras/modern.py); flags given "
-              "on their own override it",
-    "optimizer": "adamw for everything, or muon for the weight matrices inside the blocks and AdamW for the "
-                 "rest",
-    "learning_rate": "peak learning rate, reached at the end of warmup",
-    "muon_lr": "peak learning rate of the Muon group (--optimizer muon), in AdamW's units",
-    "min_lr": "learning rate at the end of the cosine decay",
-    "warmup_iters": "steps of linear warmup from near 0 to learning_rate",
-    "weight_decay": "AdamW weight decay, applied to 2-D weights only",
-    "beta1": "AdamW beta1",
-    "beta2": "AdamW beta2",
-    "grad_clip": "clip the gradient norm to this (0 turns clipping off)",
-    "eval_interval": "evaluate and checkpoint every this many steps",
-    "eval_tokens": "evaluate on at most this many val tokens (the start of the val split) and as many train "
-                   "tokens",
-    "patience": "stop after this many evaluations without a new best val loss (0: never)",
-    "log_interval": "every this many steps, log the mean training loss since the last log point (progress "
-                    "bar, train_log.csv)",
-    "sample_chars": "tokens (characters, for char) to sample at the end of the run (0: none)",
-    "seed": "random seed. A run of --max_iters steps repeats exactly on a CPU with the same seed and flags; "
-            "a --time_budget run (the CPU default) does not, since the clock ends it and sets its learning "
-            "rate",
-    # RunControls
-    "resume": "continue the run in out_dir from last.pt",
-    "overwrite": "start a new run even if out_dir already holds one",
-    "device": "auto picks cuda, then mps, then cpu",
-    "dtype": "auto: bfloat16 on GPUs that have it, float16 on older GPUs, float32 elsewhere",
-    "compile": "torch.compile the training step: auto (CUDA with Triton only), on, off",
-    # GPTConfig
-    "block_size": "context length: the most tokens the model sees at once",
-    "n_layer": "number of transformer blocks",
-    "n_head": "attention heads per block; must divide n_embd",
-    "n_embd": "embedding width C",
-    "dropout": "dropout probability while training, in [0, 1)",
-    "bias": "biases in Linear and LayerNorm layers, as in GPT-2",
-    "position": "learned: a trained table of positions (GPT-2); rope: rotate queries and keys by position",
-    "norm": "layernorm (GPT-2) or rmsnorm: scale only, no centring, no bias",
-    "mlp": "gelu: 4x wide, GELU (GPT-2); swiglu: gated, 8/3x wide (about as many weights); relu2: 4x wide, "
-           "ReLU squared",
-    "qk_norm": "RMS-normalise each head's queries and keys, then attend",
-    "n_kv_head": "key/value heads, each shared by a group of query heads (grouped-query attention); must "
-                 "divide n_head",
-    "tie_weights": "the output head reuses the token embedding matrix (GPT-2); --no-tie_weights gives it its "
-                   "own",
-}
+# The flags that take one of a few words, and those words. Every flag's --help text is the comment beside its
+# field (extras/flag_help.py reads it there).
 CHOICES = {"tokenizer": ["char", "bpe"], "preset": list(PRESETS), "recipe": ["gpt2", "modern"],
            "optimizer": ["adamw", "muon"], "device": ["auto", "cpu", "cuda", "mps"],
            "dtype": ["auto", "float32", "bfloat16", "float16"], "compile": ["auto", "on", "off"],
            "position": ["learned", "rope"], "norm": ["layernorm", "rmsnorm"],
            "mlp": ["gelu", "swiglu", "relu2"]}
-DEFAULT_HELP = {"data": "Tiny Shakespeare in data/, downloaded on first use", "cache_dir": "out_dir/cache",
-                "preset": "medium on GPU/MPS; a quick run on CPU", "muon_lr": "--learning_rate",
-                "n_kv_head": "n_head: ordinary multi-head attention"}
 MODEL_FLAGS = [f for f in fields(GPTConfig) if f.name != "vocab_size"]  # the vocabulary comes from the data
 
 # What `python train.py` runs on a CPU when no --preset is given: the medium preset would take about a day
@@ -161,8 +97,12 @@ def run_command(argv, config_class, body) -> int:
         with open(os.devnull, "w") as devnull:
             with redirect_stdout(devnull) if not ranks.is_main else nullcontext():
                 run = set_up(given, ranks, config_class)
-                with failures_explained(run):
+                try:
                     body(run)
+                except (RuntimeError, MemoryError, OSError) as e:
+                    from extras.failures import explain  # (only when a run fails)
+                    explain(e, run)  # out of memory or a failed write: the one line that says what to do
+                    raise  # anything else: the traceback
         wait_for_all(ranks)  # the ranks leave together (one that left early has been seen to abort gloo)
         return 0
     except CLIError as e:
@@ -188,14 +128,13 @@ def run_command(argv, config_class, body) -> int:
 
 
 def parse_flags(argv, config_class) -> dict:
-    """Parse argv into a dict holding only the flags the user actually gave."""
+    """Parse argv into a dict holding only the flags the user actually gave: one flag per field of
+    config_class (train.py's TrainConfig), RunControls and GPTConfig (but vocab_size, which the data sets)."""
     parser = FlagParser(description="Train a character-level GPT.")
-    for title, group, default_text in [
-            ("training", fields(config_class), lambda f: f"default: {DEFAULT_HELP.get(f.name, f.default)}"),
-            ("running (not saved with the run)", fields(RunControls), lambda f: f"default: {f.default}"),
-            ("model (override the preset)", MODEL_FLAGS,
-             lambda f: f"default: {DEFAULT_HELP.get(f.name, 'from the preset')}")]:
-        add_dataclass_flags(parser.add_argument_group(title), group, HELP, CHOICES, default_text)
+    for title, cls, flag_fields in [("training", config_class, fields(config_class)),
+                                    ("running (not saved with the run)", RunControls, fields(RunControls)),
+                                    ("model (override the preset)", GPTConfig, MODEL_FLAGS)]:
+        add_dataclass_flags(parser.add_argument_group(title), cls, flag_fields)
     return vars(parser.parse_args(argv))
 
 
@@ -206,22 +145,19 @@ def _flag_type(annotation):
     return annotation
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, flag_fields, helps: dict, choices: dict,
-                        default_text) -> None:
-    """Add one --name flag per dataclass field, its help from helps[name] and default_text(field), and its
-    choices from choices[name] if there. Unset flags stay out of the namespace, so we know what was given."""
+def add_dataclass_flags(group, cls, flag_fields) -> None:
+    """Add one --name flag per field of the dataclass cls in flag_fields, with its choices from CHOICES if it
+    has some. Unset flags stay out of the namespace, so we know what was given."""
     for f in flag_fields:
         kind = _flag_type(f.type)
-        kwargs = dict(default=argparse.SUPPRESS, help=f"{helps[f.name]} ({default_text(f)})")
+        kwargs = dict(default=argparse.SUPPRESS)
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif f.name in CHOICES:
+            kwargs.update(type=kind, choices=CHOICES[f.name])
         else:
-            kwargs["type"] = kind
-            kwargs["metavar"] = kind.__name__.upper()
-        if f.name in choices:
-            kwargs["choices"] = choices[f.name]
-            kwargs.pop("metavar", None)
-        parser.add_argument(f"--{f.name}", **kwargs)
+            kwargs.update(type=kind, metavar=kind.__name__.upper())
+        group.add_argument(f"--{f.name}", **kwargs).field_of = cls  # its --help: the comment by the field
 
 
 def set_up(given: dict, ranks: Ranks, config_class) -> Run:
@@ -358,6 +294,7 @@ def load_data(cfg, resume_from: dict | None) -> TokenData:
     tokenizer = None
     try:
         if resume_from is not None:
+            from extras.checkpoint import tokenizer_from_checkpoint  # (only --resume needs it)
             tokenizer = tokenizer_from_checkpoint(resume_from)
         # A char text of a few MB is read whole; larger texts and BPE go through the token cache, encoded once
         # in a stream and read back as a memory map.
@@ -412,69 +349,8 @@ def report_start(model, optimizers: list, data: TokenData, cfg, evals, ranks: Ra
               "train_log.csv have the numbers")
 
 
-# ------------------------------------------------------------------------------------------------------------
-# How a run ends when it does not finish: each a one-line error with an exit code (docs/exit-codes.md).
-
-
-def resume_command(out_dir, ranks: Ranks) -> str:
-    """The command that continues the run in out_dir from its last.pt, launched as this one was, to paste into
-    this OS's shell as printed (extras/cli.py quotes it)."""
-    launcher = (["torchrun", "--standalone", f"--nproc_per_node={ranks.world_size}"] if ranks.launched
-                else ["python"])
-    # train.py as the user typed it (quill/train.py from the folder above, say), or, when Python code called
-    # main() (a test, a notebook), train.py
-    script = sys.argv[0] if Path(sys.argv[0]).name == "train.py" else "train.py"
-    return shell_command(*launcher, script, "--resume", "--out_dir", str(out_dir))
-
-
 def non_finite(step: int) -> CLIError:
     """The error for a loss that became NaN or infinite; checkpoints from earlier evaluations stay as they
     were."""
     return CLIError(f"the loss became non-finite at step {step}; try a lower --learning_rate or --dtype "
                     "float32. Checkpoints from earlier evaluations are intact", EXIT_FAILED)
-
-
-def interrupted(clock, log, last: dict, ranks: Ranks) -> CLIError:
-    """Ctrl-C or SIGTERM: save last.pt (the train log first, so it holds every step last.pt has taken) and
-    return the error that says how to go on, with the shell's exit code for the signal (130, 143)."""
-    out_dir = Path(last["train_config"]["out_dir"])
-    log.write()
-    if ranks.is_main:
-        save_checkpoint(out_dir / "last.pt", last)
-    return CLIError(f"interrupted ({clock.signal_name()}) at step {last['step']}; "
-                    f"saved {out_dir / 'last.pt'}. Continue with: {resume_command(out_dir, ranks)}",
-                    clock.exit_code())
-
-
-@contextmanager
-def failures_explained(run: Run):
-    """Inside it, running out of memory or failing to write into out_dir becomes one line that says what to
-    do; the checkpoints saved so far are intact either way."""
-    cfg, out_dir = run.cfg, Path(run.cfg.out_dir)
-    try:
-        yield
-    except (RuntimeError, MemoryError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError; so is MPS's
-        if not (isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError))
-                or "out of memory" in str(e).lower()):
-            raise
-        raise CLIError(f"ran out of memory on {run.precision.device}: lower --batch_size "
-                       f"(now {cfg.batch_size}) or --block_size (now {run.model_cfg.block_size}), "
-                       f"raise --grad_accum_steps (now {cfg.grad_accum_steps}; same batch, less memory), "
-                       "or pick a smaller --preset. Checkpoints from earlier evaluations are intact",
-                       EXIT_FAILED) from None
-    # A write into out_dir failed: a full disk or quota; a file another program holds open (Windows will not
-    # replace a metrics.csv open in a spreadsheet or a loss.png in a viewer, and antivirus can do the same);
-    # a drive gone. Checkpoints and loss.png are replaced whole or not at all (extras/files.py) and a failed
-    # CSV append is cut back, so what was saved is still there to resume from.
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-            fix = f"free some space there (or copy {out_dir} to a disk with room and pass that --out_dir)"
-        elif isinstance(e, PermissionError):
-            fix = ("another program may have it open (a spreadsheet, an image viewer, antivirus): close it, "
-                   "or check that the folder is writable")
-        else:
-            fix = f"check that {out_dir} is still there and writable"
-        then = (f"continue with: {resume_command(out_dir, run.ranks)}" if (out_dir / "last.pt").exists()
-                else "run the same command again")
-        raise CLIError(f"could not write {e.filename or out_dir} ({e.strerror or e}): {fix}, then {then}. "
-                       "The checkpoints saved before are intact", EXIT_FAILED) from None

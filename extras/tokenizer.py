@@ -137,12 +137,3 @@ def tokenizer_from_dict(d):
         return BPETokenizer(d["data"])
     raise ValueError(f"unknown tokenizer kind {d.get('kind')!r} (expected 'char' or 'bpe')")
 
-
-def tokenizer_from_checkpoint(ckpt: dict):
-    """The tokenizer a checkpoint was trained with: ckpt["tokenizer"], or older versions' character vocabulary
-    ckpt["vocab"]."""
-    if "tokenizer" in ckpt:
-        return tokenizer_from_dict(ckpt["tokenizer"])
-    if "vocab" in ckpt:
-        return tokenizer_from_dict({"kind": "char", "data": ckpt["vocab"]})
-    raise ValueError("the checkpoint holds no tokenizer (neither 'tokenizer' nor 'vocab')")

@@ -28,7 +28,8 @@ from extras.checkpoint import load_checkpoint, model_from_checkpoint
 from extras.engine import generate_tokens
 from extras.inside import attention_maps
 from extras.page import model_with_stored_weights, read_page_data
-from extras.tokenizer import CharTokenizer, tokenizer_from_checkpoint
+from extras.checkpoint import tokenizer_from_checkpoint
+from extras.tokenizer import CharTokenizer
 from model import GPTConfig, next_token_candidates
 # The session fixtures of tests/test_page.py: the same two runs, built once for both modules.
 from test_page import MULTIBYTE, PROMPT, TEXT, bpe_modern_run, char_run, make_page, save_run  # noqa: F401

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from extras import checkpoint
+from extras import files
 from extras import unused_gpu
 from extras import resume
 from extras import cli
@@ -228,7 +228,7 @@ def test_run_controls_are_not_saved_as_the_runs_settings(small_text, tmp_path):
     assert {f.name for f in train.fields(train.RunState)} <= saved.keys()  # the loop's state, in one place
     # A checkpoint from before the split, whose train_config held them, still resumes.
     saved["train_config"].update(resume=False, overwrite=False, device="cpu", dtype="auto", compile="auto")
-    checkpoint.save_checkpoint(tmp_path / "last.pt", saved)
+    files.save_checkpoint(tmp_path / "last.pt", saved)
     assert run_train(small_text, tmp_path, "--max_iters", "4", "--eval_interval", "2", "--resume") == 0
 
 
@@ -236,7 +236,7 @@ def test_seed_help_states_what_a_time_budget_does_to_it(capsys):
     with pytest.raises(SystemExit):
         train.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "repeats exactly on a CPU" in text and "a --time_budget run (the CPU default) does not" in text
+    assert "repeats exactly on a CPU with --max_iters; not with --time_budget (the CPU default)" in text
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import generate
 import train
 from model import PRESETS
 from extras import run as run_module
-from extras.checkpoint import save_checkpoint
+from extras.files import save_checkpoint
 from conftest import needs, read_metrics, run_train
 from extras import engine
 from extras.inside import attention_maps

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import read_metrics, run_train
-from extras import device, modern, precision, step
+from extras import cpu, modern, precision, step
 from extras.resume import restore_optimizer
 from model import GPT, GPTConfig
 from extras.modern import NS_COEFFICIENTS, NS_STEPS, Muon, match_rms_adamw, orthogonalize
@@ -144,16 +144,18 @@ def test_mps_orthogonalises_in_float32():
     assert modern.pick_muon_dtype(torch.device("mps"))[0] == torch.float32
 
 
-def test_onednn_capped_below_bfloat16_means_emulated_and_the_start_up_line_says_so(monkeypatch):
+def test_onednn_capped_below_bfloat16_means_emulated_and_a_bfloat16_run_says_so(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    assert not device.cpu_has_native_bfloat16()
+    assert not cpu.cpu_has_native_bfloat16()
     assert modern.pick_muon_dtype(torch.device("cpu"))[0] == torch.float32
-    assert "bfloat16 emulated, oneDNN capped at AVX2" in device.cpu_class()
-    described = precision.make_precision("cpu").describe()
-    assert torch.backends.cpu.get_cpu_capability() in described and "bfloat16 emulated" in described
+    assert "bfloat16 emulated, oneDNN capped at AVX2" in cpu.cpu_class()
+    described = precision.make_precision("cpu").describe()  # float32: the class, and no word on bfloat16
+    assert f"{torch.backends.cpu.get_cpu_capability()} CPU" in described and "bfloat16" not in described
+    assert "this CPU emulates bfloat16: slow" in precision.make_precision("cpu", "bfloat16").describe()
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
-    native = device.cpu_has_native_bfloat16()
-    assert device.cpu_class().endswith("bfloat16 native" if native else "bfloat16 emulated")
+    native = cpu.cpu_has_native_bfloat16()
+    assert cpu.cpu_class().endswith("bfloat16 native" if native else "bfloat16 emulated")
+    assert ("emulates" in precision.make_precision("cpu", "bfloat16").describe()) == (not native)
 
 
 def test_the_optimizer_line_names_the_newton_schulz_dtype_and_why(small_text, tmp_path, capsys):

@@ -22,7 +22,8 @@ from extras.engine import generate_tokens
 from extras.page import (DATA_MARK, MAX_LOG_POINTS, SCRIPTS, TEMPLATE, WEIGHTS_MARK, loss_history,
                          model_with_stored_weights, page_data, read_page_data, read_page_weights, render_page,
                          stored_weights)
-from extras.tokenizer import CharTokenizer, tokenizer_from_checkpoint, tokenizer_to_dict
+from extras.checkpoint import tokenizer_from_checkpoint
+from extras.tokenizer import CharTokenizer, tokenizer_to_dict
 from model import GPT, PRESETS, GPTConfig
 
 TEXT = "\n".join(["To be, or not to be: that is the question.", "All the world's a stage,",

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from extras import cli
+from extras import failures
 from extras import run as run_module
 from extras.control import RunClock
 from extras.ranks import Ranks
@@ -34,7 +35,7 @@ def test_a_printed_command_is_quoted_for_the_shell_it_is_printed_in(monkeypatch)
     assert cli.shell_command("python", "train.py") == "uv run python train.py"
     # A torchrun launch resumes as one, behind `uv run` too; train.py as the user typed it.
     monkeypatch.setattr(sys, "argv", ["quill/train.py"])
-    assert (run_module.resume_command("out", Ranks(world_size=2, launched=True))
+    assert (failures.resume_command("out", Ranks(world_size=2, launched=True))
             == "uv run torchrun --standalone --nproc_per_node=2 quill/train.py --resume --out_dir out")
     monkeypatch.setattr(cli.os, "name", "nt")  # cmd and PowerShell: double quotes, backslashes as they are
     assert (cli.shell_command("python", "train.py", "--out_dir", r"C:\Users\me\my runs\run 1")

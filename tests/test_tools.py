@@ -17,7 +17,7 @@ import evaluate
 from conftest import ROOT, read_metrics, require_corpus, run_train
 from extras import dataset
 from model import GPT, PRESETS
-from extras.device import cpu_class
+from extras.cpu import cpu_class
 from extras.precision import make_precision
 from extras.modern import RECIPES, pick_muon_dtype
 

@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 
 import visualize
-from extras.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from extras.checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
+from extras.files import save_checkpoint
 from conftest import needs, require, run_train
 from model import GPT, GPTConfig
 from extras.bpe import BPETokenizer
-from extras.tokenizer import CharTokenizer, tokenizer_from_checkpoint, tokenizer_to_dict
+from extras.tokenizer import CharTokenizer, tokenizer_to_dict
 
 TEXT = "\n".join(["To be, or not to be: that is the question.", "All the world's a stage,",
                   "And all the men and women merely players;",
