@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from extras.tokenizer import check_bpe_vocab_size, ids_dtype
+from extras.tokenizer import ids_dtype
 
 MAX_CARRY_CHARS = 1 << 24  # text held over to the next chunk while waiting for a place to cut it (4 chunks)
 PIECES_PER_CHUNK = 16  # texts per encode_many call, so every core has work
@@ -37,6 +37,13 @@ def byte_of_symbol() -> dict[str, int]:
     table = {chr(b): b for b in printable}
     table.update({chr(256 + n): b for n, b in enumerate(others)})
     return table
+
+
+def check_bpe_vocab_size(vocab_size: int) -> None:
+    """ValueError unless vocab_size leaves room for the 256 single bytes."""
+    if vocab_size < 256:
+        raise ValueError("vocab_size must be at least 256 (byte-level BPE starts from the 256 byte values), "
+                         f"got {vocab_size}")
 
 
 class BPETokenizer:

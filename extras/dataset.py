@@ -29,13 +29,24 @@ import numpy as np
 
 from extras.cli import use_any_console
 from extras.files import write_atomically
+from extras.bpe import check_bpe_vocab_size
 from extras.text import DEFAULT_DATA, TRAIN_FRACTION, DataError, TokenData, check_text_file  # noqa: F401
-from extras.tokenizer import (N_CODE_POINTS, CharTokenizer, check_bpe_vocab_size, code_points, name_chars,
-                       tokenizer_from_dict, tokenizer_to_dict)
+from extras.tokenizer import (N_CODE_POINTS, CharTokenizer, code_points, name_chars, tokenizer_from_dict,
+                              tokenizer_to_dict)
 
 # characters read and encoded at a time (4M): tens of MB of working memory, whatever the file size
 CHUNK_CHARS = 1 << 22
 FORMAT = 1  # version of the cache layout; a cache with another version is rebuilt
+
+
+def char_tokenizer_from_mask(seen: np.ndarray) -> CharTokenizer:
+    """A CharTokenizer of the characters marked in a boolean array indexed by code point (True: it occurs),
+    sorted as CharTokenizer.from_text sorts them."""
+    if seen.shape != (N_CODE_POINTS,):
+        raise ValueError(f"the mask must have one entry per code point ({N_CODE_POINTS}), "
+                         f"got shape {seen.shape}")
+    return CharTokenizer("".join(map(chr, np.flatnonzero(seen))))  # flatnonzero is sorted, and so this is
+
 
 def iter_text(path: Path, start: int = 0, stop: int | None = None,
               chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
@@ -134,7 +145,7 @@ def prepare(path: Path, cache_dir: Path, tokenizer=None, kind: str = "char", voc
             seen = np.zeros(N_CODE_POINTS, dtype=bool)  # seen[c]: code point c occurs in the text
             for chunk in iter_text(path, chunk_chars=chunk_chars):
                 seen[code_points(chunk)] = True
-            tokenizer = CharTokenizer.from_mask(seen)
+            tokenizer = char_tokenizer_from_mask(seen)
         # BPE needs the split point, in characters, before encoding
         elif tokenizer is None or tokenizer.kind == "bpe":
             n_chars = sum(len(chunk) for chunk in iter_text(path, chunk_chars=chunk_chars))

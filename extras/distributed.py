@@ -9,13 +9,15 @@ process, where it does nothing).
 
 import datetime
 import os
+import sys
+from contextlib import nullcontext, redirect_stdout
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from extras.cli import CLIError
-from extras.ranks import Ranks, agree
+from extras.cli import EXIT_FAILED, CLIError
+from extras.ranks import Ranks, agree, wait_for_all
 
 # Generous: the other ranks wait here while rank 0 downloads and encodes (or trains a BPE on) a large corpus
 # once.
@@ -46,6 +48,35 @@ def start_ranks(requested_device: str) -> Ranks:
         # with the same patience, since this group too waits for rank 0 to finish encoding.
         ranks.cpu_group = dist.new_group(backend="gloo", timeout=TIMEOUT)
     return ranks
+
+
+def run_on_ranks(requested_device: str, run) -> int:
+    """Join the other ranks, call run(ranks) with only rank 0's output shown, and leave together; returns
+    run's exit code. What every rank hits alike (bad flags, bad data) rank 0 alone reports (run_cli prints
+    it); the other ranks report only failures of their own."""
+    ranks = Ranks()
+    try:
+        ranks = start_ranks(requested_device)
+        with open(os.devnull, "w") as devnull:
+            with redirect_stdout(devnull) if not ranks.is_main else nullcontext():
+                code = run(ranks)
+        wait_for_all(ranks)  # the ranks leave together (one that left early has been seen to abort gloo)
+        return code
+    except CLIError as e:
+        if ranks.is_main:
+            raise
+        if e.code == EXIT_FAILED and str(e):
+            print(f"error on rank {ranks.rank}: {e}", file=sys.stderr)
+        return e.code
+    # When rank 0 stops on an error of its own (a full disk: only rank 0 writes), the others find the
+    # connection closed at their next collective (gloo's words); rank 0's line has said why.
+    except RuntimeError as e:
+        if ranks.is_main or "closed by peer" not in str(e):
+            raise
+        print(f"error on rank {ranks.rank}: stopped, as rank 0 did (its error says why)", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        stop_ranks()
 
 
 def stop_ranks() -> None:

@@ -7,11 +7,21 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from extras.text import DataError
+from extras.cli import EXIT_FAILED, CLIError
 from extras.files import write_atomically
+from extras.text import DataError
 
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 DATA_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+
+def download_corpus(path: Path) -> None:
+    """Download Tiny Shakespeare to path, saying so; a failure is one line (a CLIError) that says what to do."""
+    print(f"downloading Tiny Shakespeare to {path} ...")
+    try:
+        download(DATA_URL, path, DATA_SHA256)
+    except DataError as e:
+        raise CLIError(str(e), EXIT_FAILED) from None
 
 
 def download(url: str, path: Path, sha256: str, timeout: float = 30.0) -> None:

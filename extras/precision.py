@@ -11,48 +11,32 @@ val loss a run logs and the number evaluate.py prints are computed the same way,
                   request
     CPU           float32, no compile (measured: no faster here); --dtype bfloat16 or float16 and --compile on
                   run the GPU code paths on a CPU, which is how the tests check them
+
+The GPUs' own choices are made in extras/gpu.py, which a CPU run never imports.
 """
 
-import importlib.util
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
-from extras.cli import CLIError
 from extras.device import DTYPES, pick_device
-
-def torch_version() -> tuple[int, int]:
-    """The installed torch's (major, minor) version."""
-    major, minor = torch.__version__.split("+")[0].split(".")[:2]
-    return int(major), int(minor)
 
 
 def pick_dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
-    """Choose the autocast dtype for the device and say why."""
-    if requested != "auto":
-        if requested not in DTYPES:
-            raise CLIError(f"--dtype {requested} is not one of {', '.join(DTYPES)}")
-        if device.type == "mps" and requested == "float16":
-            raise CLIError("--dtype float16 needs a loss scaler, which this project does not use on "
-                           "Apple MPS; use --dtype bfloat16 or float32 there")
-        if device.type == "mps" and requested == "bfloat16" and torch_version() < (2, 6):
-            raise CLIError("--dtype bfloat16 on Apple MPS needs torch 2.6 or newer "
-                           f"(this is {torch.__version__}; older ones quietly run float32 instead); "
-                           "upgrade torch or use --dtype float32")
-        note = ""
-        if device.type == "cpu" and requested != "float32":
-            from extras.cpu import cpu_has_native_bfloat16  # (only a half-precision run on a CPU asks)
-            slow = requested == "bfloat16" and not cpu_has_native_bfloat16()
-            note = (" (autocast on a CPU: runs the GPU code path, seldom faster"
-                    + ("; this CPU emulates bfloat16: slow" if slow else "") + ")")
-        return DTYPES[requested], f"requested with --dtype{note}"
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported(including_emulation=False):  # emulated bf16 (T4, V100) is slow
-            return torch.bfloat16, ("this GPU supports bfloat16: half the memory traffic, "
-                                    "no loss scaling needed")
-        return torch.float16, "this GPU has no bfloat16, so float16 with loss scaling"
-    return torch.float32, f"full precision on {device.type}"
+    """Choose the autocast dtype for the device and say why (on a GPU: extras/gpu.py)."""
+    if device.type != "cpu":
+        from extras.gpu import pick_gpu_dtype  # (only on a CUDA GPU or Apple MPS)
+        return pick_gpu_dtype(device, requested)
+    if requested == "auto":
+        return torch.float32, "full precision on cpu"
+    note = ""
+    if requested != "float32":
+        from extras.cpu import cpu_has_native_bfloat16  # (only a half-precision run on a CPU asks)
+        slow = requested == "bfloat16" and not cpu_has_native_bfloat16()
+        note = (" (autocast on a CPU: runs the GPU code path, seldom faster"
+                + ("; this CPU emulates bfloat16: slow" if slow else "") + ")")
+    return DTYPES[requested], f"requested with --dtype{note}"
 
 
 def pick_compile(device: torch.device, requested: str) -> tuple[bool, str]:
@@ -64,11 +48,8 @@ def pick_compile(device: torch.device, requested: str) -> tuple[bool, str]:
     if device.type != "cuda":
         return False, (f"the default on {device.type}: measured no faster on CPU, unreliable on MPS "
                        "(docs/BENCHMARKS.md)")
-    if importlib.util.find_spec("triton") is None:
-        return False, "Triton is not installed, and compiling for CUDA needs it"
-    if torch.cuda.get_device_capability(device)[0] < 7:
-        return False, "this GPU is older than Triton supports (compute capability < 7.0)"
-    return True, "CUDA GPU with Triton"
+    from extras.gpu import pick_cuda_compile  # (only on a CUDA GPU)
+    return pick_cuda_compile(device)
 
 
 @dataclass(frozen=True)

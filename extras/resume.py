@@ -16,6 +16,17 @@ from extras.ranks import Ranks
 from model import GPT, GPTConfig
 
 
+def resume_run(path: Path, given: dict, config_class, default_data: Path):
+    """(last.pt's contents, TrainConfig, GPTConfig) of the run to continue from path with the flags given,
+    once its text is checked to be the one it trained on (default_data: where Tiny Shakespeare goes)."""
+    checkpoint = load_resumable(path)
+    cfg, model_cfg = resumed_configs(checkpoint, given, config_class)
+    data_path = Path(cfg.data) if cfg.data else default_data
+    is_default = data_path.resolve() == default_data.resolve()
+    check_same_text(checkpoint, data_path, given=("data" in given), default_corpus=is_default)
+    return checkpoint, cfg, model_cfg
+
+
 def load_resumable(path: Path) -> dict:
     """last.pt, refused in one line if it is not a checkpoint train.py can continue."""
     checkpoint = load_checkpoint(path)

@@ -24,18 +24,16 @@ import shutil
 import sys
 import types
 import typing
-from contextlib import nullcontext, redirect_stdout
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 
-from extras.cli import EXIT_FAILED, EXIT_INTERRUPTED, CLIError, FlagParser, use_any_console
+from extras.cli import EXIT_FAILED, CLIError, FlagParser, run_cli
 from extras.files import check_writable
 from extras.precision import Precision, make_precision
-from extras.ranks import Ranks, wait_for_all
+from extras.ranks import Ranks
 from extras.text import DEFAULT_DATA, IN_MEMORY_BYTES, DataError, TokenData, read_text
-from extras.tokenizer import check_bpe_vocab_size
 from model import PRESETS, GPTConfig
 
 
@@ -84,47 +82,28 @@ class Run:
 
 
 def run_command(argv, config_class, body) -> int:
-    """Parse argv into a Run of config_class's settings and call body(run), under torchrun on every rank.
-    Returns the exit code: a mistake or failure is one line on stderr (rank 0 speaks for all) and its code."""
-    ranks = Ranks()
-    use_any_console()
-    try:
+    """Parse argv into a Run of config_class's settings and call body(run); under torchrun, on every rank.
+    Returns the exit code: a mistake or a failure is one line on stderr and its code (extras/cli.py)."""
+
+    def command() -> int:
         given = parse_flags(argv, config_class)
-        if "RANK" in os.environ:  # started by torchrun: join the other ranks
-            from extras.distributed import start_ranks
-            ranks = start_ranks(given.get("device", RunControls.device))
-        # One voice: under torchrun only rank 0 prints. The others' output goes nowhere; their errors show.
-        with open(os.devnull, "w") as devnull:
-            with redirect_stdout(devnull) if not ranks.is_main else nullcontext():
-                run = set_up(given, ranks, config_class)
-                try:
-                    body(run)
-                except (RuntimeError, MemoryError, OSError) as e:
-                    from extras.failures import explain  # (only when a run fails)
-                    explain(e, run)  # out of memory or a failed write: the one line that says what to do
-                    raise  # anything else: the traceback
-        wait_for_all(ranks)  # the ranks leave together (one that left early has been seen to abort gloo)
+        if "RANK" in os.environ:  # started by torchrun: join the other ranks; rank 0 alone prints
+            from extras.distributed import run_on_ranks
+            return run_on_ranks(given.get("device", RunControls.device),
+                                lambda ranks: set_up_and_run(given, ranks))
+        return set_up_and_run(given, Ranks())
+
+    def set_up_and_run(given: dict, ranks: Ranks) -> int:
+        run = set_up(given, ranks, config_class)
+        try:
+            body(run)
+        except (RuntimeError, MemoryError, OSError) as e:
+            from extras.failures import explain  # (only when a run fails)
+            explain(e, run)  # out of memory or a failed write: the one line that says what to do
+            raise  # anything else: the traceback
         return 0
-    except CLIError as e:
-        # Rank 0 reports what all ranks hit alike (bad flags, bad data); the others only their own failures.
-        if ranks.is_main or (e.code == EXIT_FAILED and str(e)):
-            print(f"error: {e}" if ranks.is_main else f"error on rank {ranks.rank}: {e}", file=sys.stderr)
-        return e.code
-    # Under torchrun, when rank 0 stops on an error of its own (a full disk: only rank 0 writes), the others
-    # find the connection closed at their next collective (gloo's words); rank 0's line has said why.
-    except RuntimeError as e:
-        if ranks.is_main or "closed by peer" not in str(e):
-            raise
-        print(f"error on rank {ranks.rank}: stopped, as rank 0 did (its error says why)", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:  # Ctrl-C outside the training loop (start-up, the closing sample):
-        # nothing to save
-        print("\ninterrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    finally:
-        if ranks.launched:
-            from extras.distributed import stop_ranks
-            stop_ranks()
+
+    return run_cli(command)
 
 
 def parse_flags(argv, config_class) -> dict:
@@ -185,12 +164,8 @@ def set_up(given: dict, ranks: Ranks, config_class) -> Run:
     out_dir = Path(given.get("out_dir", config_class.out_dir))
     resume_from = None
     if controls.resume:
-        from extras.resume import check_same_text, load_resumable, resumed_configs  # only for --resume
-        resume_from = load_resumable(out_dir / "last.pt")
-        cfg, model_cfg = resumed_configs(resume_from, given, config_class)
-        data_path = Path(cfg.data) if cfg.data else DEFAULT_DATA
-        is_default = data_path.resolve() == DEFAULT_DATA.resolve()
-        check_same_text(resume_from, data_path, given=("data" in given), default_corpus=is_default)
+        from extras.resume import resume_run  # only for --resume
+        resume_from, cfg, model_cfg = resume_run(out_dir / "last.pt", given, config_class, DEFAULT_DATA)
     else:
         if (out_dir / "last.pt").exists() and not controls.overwrite:
             raise CLIError(f"{out_dir} already holds a run; continue it with --resume, start over with "
@@ -268,6 +243,7 @@ def validate(cfg, model_cfg: GPTConfig, world_size: int = 1) -> None:
     if cfg.muon_lr is not None and not cfg.muon_lr > 0:
         raise CLIError(f"--muon_lr must be positive, got {cfg.muon_lr}")
     if cfg.tokenizer == "bpe":
+        from extras.bpe import check_bpe_vocab_size  # (only for --tokenizer bpe)
         try:
             check_bpe_vocab_size(cfg.vocab_size)  # here too, so a bad size fails before the text is read
         except ValueError as e:
@@ -285,12 +261,8 @@ def load_data(cfg, resume_from: dict | None) -> TokenData:
     encoded (or read back from the token cache)."""
     data_path = Path(cfg.data) if cfg.data else DEFAULT_DATA
     if data_path.resolve() == DEFAULT_DATA.resolve() and not data_path.exists():
-        from extras.download import DATA_SHA256, DATA_URL, download  # only the first time
-        print(f"downloading Tiny Shakespeare to {data_path} ...")
-        try:
-            download(DATA_URL, data_path, DATA_SHA256)
-        except DataError as e:
-            raise CLIError(str(e), EXIT_FAILED) from None
+        from extras.download import download_corpus  # only the first time
+        download_corpus(data_path)
     tokenizer = None
     try:
         if resume_from is not None:

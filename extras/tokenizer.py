@@ -33,13 +33,6 @@ def code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
-def check_bpe_vocab_size(vocab_size: int) -> None:
-    """ValueError unless vocab_size leaves room for the 256 single bytes."""
-    if vocab_size < 256:
-        raise ValueError("vocab_size must be at least 256 (byte-level BPE starts from the 256 byte values), "
-                         f"got {vocab_size}")
-
-
 class CharTokenizer:
     """One token per character. stoi ("string to integer") maps each character of the vocabulary to its id,
     its place in the sorted vocabulary; itos maps an id back to its character."""
@@ -91,14 +84,6 @@ class CharTokenizer:
     @property
     def dtype(self) -> np.dtype:
         return ids_dtype(self.vocab_size)
-
-    @classmethod
-    def from_mask(cls, seen: np.ndarray) -> "CharTokenizer":
-        """Build the vocabulary from a boolean array indexed by code point (True: the character occurs)."""
-        if seen.shape != (N_CODE_POINTS,):
-            raise ValueError(f"the mask must have one entry per code point ({N_CODE_POINTS}), "
-                             f"got shape {seen.shape}")
-        return cls("".join(map(chr, np.flatnonzero(seen))))  # flatnonzero is sorted, so the vocabulary is too
 
     def lookup_table(self) -> np.ndarray:
         """An int32 array of 0x110000 entries (4.4 MB): the token id of each code point, -1 where it has

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from extras import files
+from extras import gpu
 from extras import unused_gpu
 from extras import resume
 from extras import cli
@@ -64,7 +65,7 @@ def test_float16_on_mps_is_refused_with_the_alternative():
     assert precision.pick_dtype(torch.device("mps"), "auto")[0] == torch.float32
 
 
-@pytest.mark.skipif(precision.torch_version() < (2, 6), reason=f"its first check is that this torch accepts bfloat16 "
+@pytest.mark.skipif(gpu.torch_version() < (2, 6), reason=f"its first check is that this torch accepts bfloat16 "
                     f"on MPS, which needs 2.6 or newer (this is {torch.__version__})")
 def test_bfloat16_on_mps_needs_a_torch_whose_mps_autocast_has_it(monkeypatch):
     assert precision.pick_dtype(torch.device("mps"), "bfloat16")[0] == torch.bfloat16  # this torch: 2.6 or newer

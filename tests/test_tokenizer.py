@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, needs, require
+from extras import dataset
 from extras.bpe import BPETokenizer
 from extras.streaming import StreamDecoder
 from extras.checkpoint import tokenizer_from_checkpoint
@@ -85,7 +86,7 @@ def test_ids_are_uint32_beyond_65536_characters():
 def test_from_mask_builds_the_sorted_vocabulary():
     seen = np.zeros(0x110000, dtype=bool)
     seen[[ord("b"), 0x1F642, ord("a"), ord("\n")]] = True
-    assert CharTokenizer.from_mask(seen).chars == "\nab🙂"
+    assert dataset.char_tokenizer_from_mask(seen).chars == "\nab🙂"
 
 
 def test_unknown_characters_are_named_once_each():
