@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from extras.cli import CLIError, shell_command
-from extras.tokenizer import tokenizer_from_dict
+from extras.tokenizer import CharTokenizer
 from model import GPT, GPTConfig
 
 
@@ -47,7 +47,6 @@ def model_from_checkpoint(checkpoint: dict, device: torch.device) -> GPT:
     return model.to(device).eval()
 
 
-
 def tokenizer_from_checkpoint(ckpt: dict):
     """The tokenizer a checkpoint was trained with: ckpt["tokenizer"], or older versions' character vocabulary
     ckpt["vocab"]."""
@@ -56,3 +55,17 @@ def tokenizer_from_checkpoint(ckpt: dict):
     if "vocab" in ckpt:
         return tokenizer_from_dict({"kind": "char", "data": ckpt["vocab"]})
     raise ValueError("the checkpoint holds no tokenizer (neither 'tokenizer' nor 'vocab')")
+
+
+def tokenizer_from_dict(d):
+    """Rebuild a tokenizer saved by tokenizer_to_dict; ValueError if d is not one."""
+    if not isinstance(d, dict) or not isinstance(d.get("data"), str):
+        raise ValueError("a saved tokenizer must be a dict with a string 'data'")
+    if d.get("kind") == "char":
+        if not d["data"]:
+            raise ValueError("the saved character vocabulary is empty")
+        return CharTokenizer(d["data"])
+    if d.get("kind") == "bpe":
+        from extras.bpe import BPETokenizer  # only for --tokenizer bpe (it needs the tokenizers package)
+        return BPETokenizer(d["data"])
+    raise ValueError(f"unknown tokenizer kind {d.get('kind')!r} (expected 'char' or 'bpe')")

@@ -49,12 +49,3 @@ class RunClock:
         anyone's signal. One host-side all-reduce per step under torchrun, nothing otherwise."""
         elapsed, stop = agree([self.elapsed(), float(bool(self.signals))], self.ranks)
         return elapsed, self.time_budget > 0 and elapsed >= self.time_budget, bool(stop)
-
-    def exit_code(self) -> int:
-        """128 + the first stop signal's number: 130 for Ctrl-C, 143 for SIGTERM; 130 where none came."""
-        return 128 + (self.signals[0] if self.signals else signal.SIGINT)
-
-    def signal_name(self) -> str:
-        """The first stop signal received, by name ("SIGINT" for Ctrl-C); "a signal" on a rank that got
-        none."""
-        return signal.Signals(self.signals[0]).name if self.signals else "a signal"

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from extras.bpe import check_bpe_vocab_size
+from extras.checkpoint import tokenizer_from_dict
 from extras.cli import use_any_console
 from extras.files import write_atomically
-from extras.bpe import check_bpe_vocab_size
 from extras.text import DEFAULT_DATA, TRAIN_FRACTION, DataError, TokenData, check_text_file  # noqa: F401
-from extras.tokenizer import (N_CODE_POINTS, CharTokenizer, code_points, name_chars, tokenizer_from_dict,
-                              tokenizer_to_dict)
+from extras.tokenizer import N_CODE_POINTS, CharTokenizer, code_points, name_chars, tokenizer_to_dict
 
 # characters read and encoded at a time (4M): tens of MB of working memory, whatever the file size
 CHUNK_CHARS = 1 << 22

@@ -4,6 +4,7 @@ Ctrl-C or SIGTERM, out of memory, a write into out_dir that failed.
 """
 
 import errno
+import signal
 import sys
 from pathlib import Path
 
@@ -25,6 +26,14 @@ def resume_command(out_dir, ranks: Ranks) -> str:
     return shell_command(*launcher, script, "--resume", "--out_dir", str(out_dir))
 
 
+def stopped_by(clock) -> tuple[str, int]:
+    """The first stop signal the run's clock received, by name ("SIGINT" for Ctrl-C; "a signal" on a rank that
+    got none), and the exit code it gives: 128 + its number, 130 for Ctrl-C and 143 for SIGTERM."""
+    if not clock.signals:
+        return "a signal", 128 + signal.SIGINT
+    return signal.Signals(clock.signals[0]).name, 128 + clock.signals[0]
+
+
 def interrupted(clock, log, last: dict, ranks: Ranks) -> CLIError:
     """Ctrl-C or SIGTERM: save last.pt (the train log first, so it holds every step last.pt has taken) and
     return the error that says how to go on, with the shell's exit code for the signal (130, 143)."""
@@ -32,9 +41,9 @@ def interrupted(clock, log, last: dict, ranks: Ranks) -> CLIError:
     log.write()
     if ranks.is_main:
         save_checkpoint(out_dir / "last.pt", last)
-    return CLIError(f"interrupted ({clock.signal_name()}) at step {last['step']}; "
-                    f"saved {out_dir / 'last.pt'}. Continue with: {resume_command(out_dir, ranks)}",
-                    clock.exit_code())
+    name, code = stopped_by(clock)
+    return CLIError(f"interrupted ({name}) at step {last['step']}; "
+                    f"saved {out_dir / 'last.pt'}. Continue with: {resume_command(out_dir, ranks)}", code)
 
 
 def explain(e: BaseException, run) -> None:

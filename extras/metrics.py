@@ -1,8 +1,7 @@
 """A run's record, written by train.py (rank 0 only) into out_dir, and loss.png drawn from it.
 
 - metrics.csv: one row per evaluation: step, train_loss, val_loss, val_bpc, lr, tokens_per_s, elapsed_s. The
-losses
-  are measured on fixed samples of the train and val splits, so successive rows compare.
+  losses are measured on fixed samples of the train and val splits, so successive rows compare.
 - train_log.csv: one row per optimizer step: step (steps taken, counting this one, as in metrics.csv), lr (the
   learning rate that step used) and train_loss: the mean loss of the training batches since the previous row
   that has one, filled in at every log point (--log_interval) and at every evaluation, empty in between.
@@ -50,11 +49,6 @@ def start_metrics(path: Path, keep_up_to: int | None) -> None:
     restart_csv(path, METRICS_COLUMNS, keep_up_to)
 
 
-def start_train_log(path: Path, keep_up_to: int | None) -> None:
-    """Start train_log.csv afresh, or on resume keep the rows up to the checkpoint's step."""
-    restart_csv(path, TRAIN_LOG_COLUMNS, keep_up_to)
-
-
 def append_rows(path: Path, rows: list[list]) -> None:
     """Append rows to a CSV, all of them or none: a failed write (a full disk) cuts the file back to where it
     was, so a resumed run never reads half a row. The OSError it then raises names path."""
@@ -77,14 +71,6 @@ def append_rows(path: Path, rows: list[list]) -> None:
 def append_metrics(path: Path, row: list) -> None:
     """Append one evaluation's row to metrics.csv."""
     append_rows(path, [[row[0], *(f"{v:.6g}" for v in row[1:])]])
-
-
-def append_train_log(path: Path, step_lrs: list[tuple[int, float]], train_loss: float) -> None:
-    """Append the (step, lr) of each step since the last write to train_log.csv, with their mean train loss on
-    the last one."""
-    last = len(step_lrs) - 1
-    append_rows(path, [[step, f"{lr:.6g}", f"{train_loss:.6g}" if i == last else ""]
-                       for i, (step, lr) in enumerate(step_lrs)])
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -162,7 +148,7 @@ class TrainLog:
         # training speed since tokens_per_s(restart=True)
         self.tokens, self.seconds, self.last_rate = 0, 0.0, 0.0
         if ranks.is_main:
-            start_train_log(path, keep_up_to)
+            restart_csv(path, TRAIN_LOG_COLUMNS, keep_up_to)
 
     def add(self, step: int, lr: float, loss: torch.Tensor, tokens: int, t0: float, write: bool = False):
         """Note one step: its number (steps taken, counting it), its lr, its loss (on the device), the tokens
@@ -180,8 +166,10 @@ class TrainLog:
         if not self.pending:
             return None
         mean_loss = (all_reduce_sum(self.loss_sum) / (len(self.pending) * self.ranks.world_size)).item()
-        if self.ranks.is_main:
-            append_train_log(self.path, self.pending, mean_loss)
+        if self.ranks.is_main:  # a row per step: its lr; the mean loss on the last one
+            last = self.pending[-1][0]
+            append_rows(self.path, [[step, f"{lr:.6g}", f"{mean_loss:.6g}" if step == last else ""]
+                                    for step, lr in self.pending])
         self.pending.clear()
         self.loss_sum.zero_()
         return mean_loss

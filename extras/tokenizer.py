@@ -1,9 +1,9 @@
 """Tokenizers: text to token ids and back. CharTokenizer (one token per character) is the workshop's;
 byte-level BPE (--tokenizer bpe, any text, fewer tokens per line) is in extras/bpe.py.
 
-train.py builds one from the text (extras/dataset.py encodes the text with it); generate.py and evaluate.py
-rebuild it from the checkpoint. Both kinds save as plain strings (tokenizer_to_dict), so a checkpoint still
-loads with torch.load(weights_only=True).
+train.py builds one from the text (extras/text.py or extras/dataset.py encodes the text with it); generate.py
+and evaluate.py rebuild it from the checkpoint (extras/checkpoint.py). Both kinds save as plain strings
+(tokenizer_to_dict), so a checkpoint still loads with torch.load(weights_only=True).
 """
 
 from collections.abc import Iterable
@@ -107,18 +107,4 @@ class CharTokenizer:
 def tokenizer_to_dict(tok) -> dict:
     """The tokenizer as a dict of two plain strings, safe to save in a checkpoint."""
     return {"kind": tok.kind, "data": tok.to_string()}
-
-
-def tokenizer_from_dict(d):
-    """Rebuild a tokenizer saved by tokenizer_to_dict; ValueError if d is not one."""
-    if not isinstance(d, dict) or not isinstance(d.get("data"), str):
-        raise ValueError("a saved tokenizer must be a dict with a string 'data'")
-    if d.get("kind") == "char":
-        if not d["data"]:
-            raise ValueError("the saved character vocabulary is empty")
-        return CharTokenizer(d["data"])
-    if d.get("kind") == "bpe":
-        from extras.bpe import BPETokenizer  # only for --tokenizer bpe (it needs the tokenizers package)
-        return BPETokenizer(d["data"])
-    raise ValueError(f"unknown tokenizer kind {d.get('kind')!r} (expected 'char' or 'bpe')")
 

@@ -150,7 +150,7 @@ def test_a_run_stops_on_ctrl_c_where_python_has_no_sigterm(small_text, tmp_path,
     with RunClock(time_budget=0) as clock:
         signal.raise_signal(signal.SIGINT)
         assert clock.check()[2]  # a stop was asked for
-    assert (clock.signal_name(), clock.exit_code()) == ("SIGINT", cli.EXIT_INTERRUPTED)
+    assert failures.stopped_by(clock) == ("SIGINT", cli.EXIT_INTERRUPTED)
     assert signal.getsignal(signal.SIGINT) is before
     assert run_train(small_text, tmp_path, "--max_iters", "2", "--eval_interval", "2") == 0
 

@@ -12,8 +12,8 @@ from conftest import ROOT, needs, require
 from extras import dataset
 from extras.bpe import BPETokenizer
 from extras.streaming import StreamDecoder
-from extras.checkpoint import tokenizer_from_checkpoint
-from extras.tokenizer import CharTokenizer, tokenizer_from_dict, tokenizer_to_dict
+from extras.checkpoint import tokenizer_from_checkpoint, tokenizer_from_dict
+from extras.tokenizer import CharTokenizer, tokenizer_to_dict
 
 
 def test_vocab_is_the_sorted_set_of_characters():

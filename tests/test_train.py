@@ -547,9 +547,9 @@ def test_loss_png_draws_the_train_log_and_still_plots_a_run_without_one(tmp_path
     # With the log: its lr at every step and its train loss at every log point.
     lrs = [round(1e-3 * min(s / 10, 1), 6) for s in range(1, 41)]
     log_losses = [3.5, 2.6, 2.3, 2.1]
-    metrics.start_train_log(tmp_path / "train_log.csv", keep_up_to=None)
-    for i, loss in enumerate(log_losses):
-        metrics.append_train_log(tmp_path / "train_log.csv", list(zip(range(10 * i + 1, 10 * i + 11), lrs[10 * i:])), loss)
+    metrics.restart_csv(tmp_path / "train_log.csv", metrics.TRAIN_LOG_COLUMNS, keep_up_to=None)
+    for i, loss in enumerate(log_losses):  # a row per step, the mean loss of the ten on the last
+        metrics.append_rows(tmp_path / "train_log.csv", [[s, lrs[s - 1], loss if s % 10 == 0 else ""] for s in range(10 * i + 1, 10 * i + 11)])
     metrics.plot_metrics(metrics_path, tmp_path / "new.png", 256)
     assert _drew(figures[1], range(1, 41), lrs)
     assert _drew(figures[1], [10, 20, 30, 40], log_losses)
