@@ -29,7 +29,7 @@ from extras.metrics import TrainLog, append_metrics, plot_metrics, start_metrics
 from extras.precision import Precision
 from extras.ranks import Ranks, rng_states
 from extras.run import Run, non_finite, report_start, run_command
-from extras.step import configure_optimizer, get_batch, sample_starts, skip_grad_sync, wrap_for_training
+from extras.step import configure_optimizer, get_batch, sample_starts, wrap_for_training
 from extras.text import TokenData
 from extras.tokenizer import tokenizer_to_dict
 from model import GPT, GPTConfig
@@ -165,7 +165,7 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
             step_loss = 0.0
             for i, part in enumerate(starts.reshape(ranks.world_size, A, -1)[ranks.rank]):  # this rank's A
                 x, y = get_batch(data.train, T, part, device)  # (b, T) inputs, and targets: x shifted by one
-                with skip_grad_sync(step_model, last=i == A - 1):  # DDP averages gradients after the last
+                with ranks.no_sync(step_model, last=i == A - 1):  # DDP averages gradients after the last
                     with precision.autocast():
                         _, loss = step_model(x, y)  # forward: the mean cross-entropy of predicting y from x
                     scaler.scale(loss / A).backward()  # backward: gradients of the mean over the A parts

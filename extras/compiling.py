@@ -7,10 +7,10 @@ import time
 import torch
 
 from extras.precision import Precision
-from extras.step import skip_grad_sync
+from extras.ranks import Ranks
 
 
-def compile_for_training(step_model, x: torch.Tensor, y: torch.Tensor, precision: Precision,
+def compile_for_training(step_model, x: torch.Tensor, y: torch.Tensor, precision: Precision, ranks: Ranks,
                          micro_steps: int = 1):
     """torch.compile step_model (the model, or the model already wrapped in DDP, so that the compiled backward
     overlaps DDP's gradient all-reduce) and compile it now, on (x, y): a real micro-batch of the training
@@ -22,7 +22,7 @@ def compile_for_training(step_model, x: torch.Tensor, y: torch.Tensor, precision
     try:
         compiled = torch.compile(step_model, backend=precision.compile_backend)
         for last in ([False, True] if micro_steps > 1 else [True]):
-            with skip_grad_sync(compiled, last):
+            with ranks.no_sync(compiled, last):
                 with precision.autocast():
                     _, loss = compiled(x, y)
                 loss.backward()

@@ -15,7 +15,7 @@ console is what stops it with last.pt saved (docs/exit-codes.md).
 import signal
 import time
 
-from extras.ranks import Ranks, agree
+from extras.ranks import Ranks
 
 STOP_SIGNALS = ("SIGINT", "SIGTERM")  # by name: where Python lacks one, a run stops on the other
 
@@ -47,5 +47,5 @@ class RunClock:
     def check(self) -> tuple[float, bool, bool]:
         """(elapsed seconds, out of time, stop requested), the same on every rank: the slowest clock and
         anyone's signal. One host-side all-reduce per step under torchrun, nothing otherwise."""
-        elapsed, stop = agree([self.elapsed(), float(bool(self.signals))], self.ranks)
+        elapsed, stop = self.ranks.agree([self.elapsed(), float(bool(self.signals))])
         return elapsed, self.time_budget > 0 and elapsed >= self.time_budget, bool(stop)

@@ -3,25 +3,70 @@ with RANK, LOCAL_RANK and WORLD_SIZE in its environment. Each copy (a rank) trai
 share of every batch, and DistributedDataParallel averages the gradients across ranks, so all copies take the
 same optimizer step.
 
-Only a torchrun launch imports this module; extras/ranks.py has what the loop calls on every rank (and in one
-process, where it does nothing).
+Only a torchrun launch imports this module. Each rank is a RankGroup: extras/ranks.py's Ranks, whose methods
+(what the loop and the evaluations ask of the ranks, and which do nothing in one process) here go through
+torch.distributed.
 """
 
 import datetime
 import os
 import sys
 from contextlib import nullcontext, redirect_stdout
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from extras.cli import EXIT_FAILED, CLIError
-from extras.ranks import Ranks, agree, wait_for_all
+from extras.ranks import Ranks
 
 # Generous: the other ranks wait here while rank 0 downloads and encodes (or trains a BPE on) a large corpus
 # once.
 TIMEOUT = datetime.timedelta(hours=1)
+
+
+@dataclass
+class RankGroup(Ranks):
+    """This process's place in a torchrun launch, and what it does together with the other ranks."""
+
+    launched: bool = True
+    # a gloo group for host-side agreements when the main group is nccl; None: the main one
+    cpu_group: object = None
+
+    def agree(self, values: list[float], op: str = "max") -> list[float]:
+        """Every rank's values combined elementwise ("max" or "sum"), in one host-side all-reduce."""
+        t = torch.tensor(values, dtype=torch.float64)  # float64: exact for counts up to 2**53
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=self.cpu_group)
+        return t.tolist()
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """A device tensor summed over every rank, in place."""
+        dist.all_reduce(t)
+        return t
+
+    def gather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's copy of a CPU tensor, in rank order."""
+        gathered = [torch.empty_like(t) for _ in range(self.world_size)]
+        dist.all_gather(gathered, t, group=self.cpu_group)
+        return gathered
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model in DistributedDataParallel: it copies rank 0's weights to every rank now, and from then on
+        averages the gradients over ranks during backward()."""
+        device = next(model.parameters()).device
+        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def no_sync(self, step_model: torch.nn.Module, last: bool):
+        """DDP all-reduces gradients during backward(). Between micro-steps that traffic would be wasted
+        (bn #30): all but the last micro-step run under no_sync(), and the last sends the gradients summed
+        over all of them."""
+        ddp = getattr(step_model, "_orig_mod", step_model)  # under torch.compile, the DDP module is inside
+        return nullcontext() if last else ddp.no_sync()
+
+    def wait_for_all(self) -> None:
+        """Return once every rank has got here."""
+        dist.barrier(group=self.cpu_group)
 
 
 def pick_backend(use_cuda: bool) -> str:
@@ -33,8 +78,7 @@ def start_ranks(requested_device: str) -> Ranks:
     """Join the torchrun process group if there is one, and take this rank's GPU."""
     if "RANK" not in os.environ:
         return Ranks()
-    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]),
-                  launched=True)
+    ranks = RankGroup(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
     use_cuda = torch.cuda.is_available() and requested_device in ("auto", "cuda")
     if use_cuda:
         if ranks.local_rank >= torch.cuda.device_count():
@@ -60,7 +104,7 @@ def run_on_ranks(requested_device: str, run) -> int:
         with open(os.devnull, "w") as devnull:
             with redirect_stdout(devnull) if not ranks.is_main else nullcontext():
                 code = run(ranks)
-        wait_for_all(ranks)  # the ranks leave together (one that left early has been seen to abort gloo)
+        ranks.wait_for_all()  # the ranks leave together (one that left early has been seen to abort gloo)
         return code
     except CLIError as e:
         if ranks.is_main:
@@ -85,12 +129,6 @@ def stop_ranks() -> None:
         dist.destroy_process_group()
 
 
-def wrap_for_ranks(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """The model wrapped in DistributedDataParallel: it copies rank 0's weights to every rank now, and from
-    then on averages the gradients over ranks during backward()."""
-    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
 def rank_zero_first(first, then, ranks: Ranks):
     """Rank 0 calls first() (which downloads and encodes the data, writing the token cache) while the others
     wait; then they call then() (which reads that cache). A CLIError on rank 0 stops every rank, and rank 0
@@ -101,7 +139,7 @@ def rank_zero_first(first, then, ranks: Ranks):
             result = first()
         except CLIError as e:
             failure = e
-    code = int(agree([failure.code if failure else 0], ranks)[0])  # also where the others wait for rank 0
+    code = int(ranks.agree([failure.code if failure else 0])[0])  # also where the others wait for rank 0
     if code and failure is None:
         failure = CLIError("", code)  # rank 0 has said what went wrong
     if failure:

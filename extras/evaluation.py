@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from extras.ranks import Ranks, agree
+from extras.ranks import Ranks
 from extras.precision import Precision
 from extras.step import get_batch, sample_starts
 from model import GPT
@@ -89,7 +89,7 @@ def loss_and_count(model: GPT, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
     model.train(was_training)
     # float64: exact counts up to 2**53
-    loss_sum, n_targets = agree([total.item(), n_targets], ranks, op="sum")
+    loss_sum, n_targets = ranks.agree([total.item(), n_targets], op="sum")
     return loss_sum, int(n_targets)
 
 

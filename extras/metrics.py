@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from extras.files import write_atomically
-from extras.ranks import Ranks, all_reduce_sum
+from extras.ranks import Ranks
 
 METRICS_COLUMNS = ["step", "train_loss", "val_loss", "val_bpc", "lr", "tokens_per_s", "elapsed_s"]
 TRAIN_LOG_COLUMNS = ["step", "lr", "train_loss"]
@@ -165,7 +165,7 @@ class TrainLog:
         """Append the pending steps with their mean loss over every rank; return that loss (None if none)."""
         if not self.pending:
             return None
-        mean_loss = (all_reduce_sum(self.loss_sum) / (len(self.pending) * self.ranks.world_size)).item()
+        mean_loss = (self.ranks.sum(self.loss_sum) / (len(self.pending) * self.ranks.world_size)).item()
         if self.ranks.is_main:  # a row per step: its lr; the mean loss on the last one
             last = self.pending[-1][0]
             append_rows(self.path, [[step, f"{lr:.6g}", f"{mean_loss:.6g}" if step == last else ""]

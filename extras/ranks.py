@@ -1,14 +1,14 @@
-"""Where this process stands among torchrun's ranks, the few collective calls the training loop makes, and
-every rank's random states for last.pt.
+"""Where this process stands among torchrun's ranks, and what the ranks do together: agree on a few numbers,
+sum the training loss, average gradients, gather their random states for last.pt.
 
-Started with plain `python` there is one rank, and every function here returns at once: the code that starts
-and joins a torchrun process group is extras/distributed.py, imported only under torchrun.
+Started with plain `python` there is one rank, a Ranks, and each of those does nothing. Under torchrun each
+process is a RankGroup (extras/distributed.py, imported only then), whose same methods talk to the other ranks.
 """
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 
 
 @dataclass
@@ -19,8 +19,6 @@ class Ranks:
     local_rank: int = 0  # which GPU of this machine is ours
     world_size: int = 1
     launched: bool = False  # started by torchrun, in a process group (even a group of one)
-    # a gloo group for host-side agreements when the main group is nccl; None: the main one
-    cpu_group: object = None
 
     @property
     def is_main(self) -> bool:
@@ -28,28 +26,27 @@ class Ranks:
         one."""
         return self.rank == 0
 
-
-def agree(values: list[float], ranks: Ranks, op: str = "max") -> list[float]:
-    """Every rank's values combined elementwise ("max" or "sum"), in one host-side all-reduce, so all ranks
-    take the same decisions (a no-op outside torchrun)."""
-    if not ranks.launched:
+    def agree(self, values: list[float], op: str = "max") -> list[float]:
+        """Every rank's values combined elementwise ("max" or "sum"), so all ranks take the same decisions."""
         return list(values)
-    t = torch.tensor(values, dtype=torch.float64)  # float64: exact for counts up to 2**53
-    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=ranks.cpu_group)
-    return t.tolist()
 
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """A device tensor summed over every rank, in place."""
+        return t
 
-def wait_for_all(ranks: Ranks) -> None:
-    """Return once every rank has got here (a no-op outside torchrun)."""
-    if ranks.launched:
-        dist.barrier(group=ranks.cpu_group)
+    def gather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's copy of a CPU tensor, in rank order."""
+        return [t]
 
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What runs the training forward pass: the model (under torchrun, DistributedDataParallel around it,
+        which averages the gradients over the ranks)."""
+        return model
 
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum a device tensor over every rank, in place (a no-op in one process)."""
-    if dist.is_initialized():
-        dist.all_reduce(t)
-    return t
+    def no_sync(self, step_model: torch.nn.Module, last: bool):
+        """A context for one micro-step's backward: under torchrun, all but the last skip the gradient
+        all-reduce."""
+        return nullcontext()
 
 
 def rng_states(device: torch.device, batch_generator: torch.Generator, ranks: Ranks = Ranks()) -> dict:
@@ -63,9 +60,6 @@ def rng_states(device: torch.device, batch_generator: torch.Generator, ranks: Ra
         own["mps"] = torch.mps.get_rng_state()
     states = {"batches": batch_generator.get_state(), **own}
     if ranks.world_size > 1:
-        gathered = {}
-        for key, state in own.items():  # all CPU byte tensors, even the CUDA generator's
-            gathered[key] = [torch.empty_like(state) for _ in range(ranks.world_size)]
-            dist.all_gather(gathered[key], state, group=ranks.cpu_group)
+        gathered = {key: ranks.gather(state) for key, state in own.items()}  # all CPU byte tensors
         states["ranks"] = [{key: gathered[key][r] for key in own} for r in range(ranks.world_size)]
     return states

@@ -1,10 +1,8 @@
-"""One training step, shared by train.py and bench.py: random batches from the token memory map, the
-optimizers (AdamW, and Muon for the block matrices with --optimizer muon), the forward/backward/clip/update
-itself, and compiling it.
+"""What train.py's training step is made of (the step itself is its loop): random batches of the token ids,
+the optimizers (AdamW, and Muon for the block matrices with --optimizer muon), and what runs the forward pass.
 """
 
 import functools
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -97,24 +95,12 @@ def configure_optimizer(model: GPT, learning_rate: float, weight_decay: float, b
 
 def wrap_for_training(model: GPT, precision: Precision, ranks: Ranks, example: tuple, micro_steps: int = 1):
     """What runs the training forward pass: the model itself; under torchrun, the model in
-    DistributedDataParallel; on a GPU with Triton, that compiled too (now, on example: a micro-batch (x, y) of
-    the training shape). All of them share the model's parameters."""
-    step_model = model
-    if ranks.launched:
-        from extras.distributed import wrap_for_ranks  # only under torchrun
-        step_model = wrap_for_ranks(model, precision.device)
+    DistributedDataParallel (ranks.wrap); on a GPU with Triton, that compiled too (now, on example: a
+    micro-batch (x, y) of the training shape). All of them share the model's parameters."""
+    step_model = ranks.wrap(model)
     if precision.compile:
         from extras.compiling import compile_for_training  # only where compiling pays (CUDA, Triton)
-        step_model = compile_for_training(step_model, *example, precision, micro_steps)
+        step_model = compile_for_training(step_model, *example, precision, ranks, micro_steps)
     return step_model
-
-
-def skip_grad_sync(step_model, last: bool):
-    """DDP all-reduces gradients during backward(). Between micro-steps that traffic would be wasted (bn #30):
-    all but the last micro-step run under no_sync(), and the last sends the gradients summed over all of
-    them."""
-    ddp = getattr(step_model, "_orig_mod", step_model)  # under torch.compile, the DDP module is inside
-    no_sync = getattr(ddp, "no_sync", None)  # DDP's; a plain model has none
-    return no_sync() if no_sync is not None and not last else nullcontext()
 
 
