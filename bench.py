@@ -33,7 +33,8 @@ from pathlib import Path
 
 import torch
 
-from extras.cli import EXIT_FAILED, CLIError, FlagParser, run_cli, shell_command
+from extras.cli import EXIT_FAILED, CLIError, FlagParser, run_cli
+from extras.commands import shell_command
 from extras.dataset import DEFAULT_DATA
 from extras.metrics import read_metrics
 from model import GPT, PRESETS, GPTConfig

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from extras.cli import CLIError, shell_command
+from extras.cli import CLIError
+from extras.commands import shell_command
 from extras.tokenizer import CharTokenizer
 from model import GPT, GPTConfig
 

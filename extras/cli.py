@@ -1,5 +1,5 @@
-"""What every script's command line shares: one-line errors with an exit code, output that any console takes,
-and commands printed so that they run as printed.
+"""What every script's command line shares: one-line errors with an exit code, and output that any console
+takes. Commands printed for the user to type are extras/commands.py's.
 
 A mistake a user can make (a bad flag, a missing file) is a CLIError: the script prints it as one line on
 stderr and exits with its code, never with a traceback.
@@ -7,9 +7,6 @@ stderr and exits with its code, never with a traceback.
 
 import argparse
 import codecs
-import os
-import shlex
-import subprocess
 import sys
 from collections.abc import Callable
 
@@ -17,9 +14,6 @@ from collections.abc import Callable
 # 130 for Ctrl-C (the shell's convention, 128 + SIGINT); a training run stopped by SIGTERM exits 143
 # (128 + 15, extras/control.py).
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
-
-# `uv run` sets this in the environment of what it starts: the user types `uv run python`, not `python`.
-UV_RUN_MARK = "UV_RUN_RECURSION_DEPTH"
 
 
 class CLIError(Exception):
@@ -42,13 +36,6 @@ class FlagParser(argparse.ArgumentParser):
         from extras.flag_help import describe_field_flags
         describe_field_flags(self._actions)
         return super().format_help()
-
-
-def shell_command(*words: str) -> str:
-    """A command for the user to type, e.g. shell_command("python", "train.py"): behind `uv run` if uv started
-    this process, each word quoted for this OS's shell (POSIX: shlex; Windows cmd and PowerShell: "...")."""
-    words = ("uv", "run", *words) if UV_RUN_MARK in os.environ else words
-    return subprocess.list2cmdline(words) if os.name == "nt" else shlex.join(words)
 
 
 def use_any_console() -> None:

@@ -52,8 +52,8 @@ class RankGroup(Ranks):
         return gathered
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The model in DistributedDataParallel: it copies rank 0's weights to every rank now, and from then on
-        averages the gradients over ranks during backward()."""
+        """The model in DistributedDataParallel: it copies rank 0's weights to every rank now, and from then
+        on averages the gradients over ranks during backward()."""
         device = next(model.parameters()).device
         return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 

@@ -16,7 +16,7 @@ DATA_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 
 def download_corpus(path: Path) -> None:
-    """Download Tiny Shakespeare to path, saying so; a failure is one line (a CLIError) that says what to do."""
+    """Download Tiny Shakespeare to path, saying so; a failure is one line (a CLIError) saying what to do."""
     print(f"downloading Tiny Shakespeare to {path} ...")
     try:
         download(DATA_URL, path, DATA_SHA256)

@@ -47,15 +47,6 @@ def eval_windows(ids: np.ndarray, block_size: int, batch_size: int = EVAL_BATCH_
         yield x, y
 
 
-def window_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE, ranks: Ranks = Ranks()
-                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield this rank's share of fixed windows x, y (N, T), batch_size at a time (for the train-loss
-    sample)."""
-    x, y = x[ranks.rank :: ranks.world_size], y[ranks.rank :: ranks.world_size]
-    for i in range(0, len(x), batch_size):
-        yield x[i : i + batch_size], y[i : i + batch_size]
-
-
 def evaluate(model: GPT, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], precision: Precision,
              ranks: Ranks = Ranks()) -> float:
     """Mean cross-entropy over every target that is not -1 in batches of (x, y), in eval mode, over all
@@ -122,9 +113,9 @@ class EvalSets:
 
     def losses(self, model: GPT, precision: Precision, ranks: Ranks = Ranks()) -> dict:
         """{"train": loss, "val": loss, "val_bpc": val bits per character}, each rank evaluating its share."""
-        val_batches = eval_windows(self.val_ids, self.block_size, EVAL_BATCH_SIZE, ranks.rank,
-                                   ranks.world_size)
-        train_batches = window_batches(self.train_x, self.train_y, EVAL_BATCH_SIZE, ranks)
+        r, w, b = ranks.rank, ranks.world_size, EVAL_BATCH_SIZE
+        val_batches = eval_windows(self.val_ids, self.block_size, b, r, w)
+        train_batches = zip(self.train_x[r::w].split(b), self.train_y[r::w].split(b))  # this rank's share
         losses = {"train": evaluate(model, train_batches, precision, ranks),
                   "val": evaluate(model, val_batches, precision, ranks)}
         losses["val_bpc"] = losses["val"] / self.chars_per_target / math.log(2)

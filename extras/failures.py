@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from extras.cli import EXIT_FAILED, CLIError, shell_command
+from extras.cli import EXIT_FAILED, CLIError
+from extras.commands import shell_command
 from extras.files import save_checkpoint
 from extras.ranks import Ranks
 

@@ -2,7 +2,7 @@
 sum the training loss, average gradients, gather their random states for last.pt.
 
 Started with plain `python` there is one rank, a Ranks, and each of those does nothing. Under torchrun each
-process is a RankGroup (extras/distributed.py, imported only then), whose same methods talk to the other ranks.
+process is a RankGroup (extras/distributed.py, imported only then), whose methods talk to the other ranks.
 """
 
 from contextlib import nullcontext

@@ -15,7 +15,7 @@ import torch.distributed as dist
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the scripts live at the top level, not in a package
 
-from extras import cli  # noqa: E402
+from extras import commands  # noqa: E402
 from extras import dataset  # noqa: E402
 from extras import metrics  # noqa: E402
 import train  # noqa: E402
@@ -85,7 +85,7 @@ def signal_to_send(name: str, test_id: str):
 
 def plain_python_env(**extra: str) -> dict:
     """os.environ as a plain `python` start sees it, without `uv run`'s mark: commands print as `python`."""
-    return {**{k: v for k, v in os.environ.items() if k != cli.UV_RUN_MARK}, **extra}
+    return {**{k: v for k, v in os.environ.items() if k != commands.UV_RUN_MARK}, **extra}
 
 
 def run_train(data: Path, out_dir: Path, *extra: str) -> int:

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from extras import cli
+from extras import commands
 from extras import failures
-from extras import run as run_module
 from extras.control import RunClock
 from extras.ranks import Ranks
 from conftest import ROOT, TINY_FLAGS, needs, plain_python_env, read_metrics, run_train, wait_for_checkpoint
@@ -25,20 +25,20 @@ from conftest import ROOT, TINY_FLAGS, needs, plain_python_env, read_metrics, ru
 
 
 def test_a_printed_command_is_quoted_for_the_shell_it_is_printed_in(monkeypatch):
-    monkeypatch.delenv(cli.UV_RUN_MARK, raising=False)
-    monkeypatch.setattr(cli.os, "name", "posix")
+    monkeypatch.delenv(commands.UV_RUN_MARK, raising=False)
+    monkeypatch.setattr(commands.os, "name", "posix")
     out_dir = "/home/me/my runs/run 1 (it's $HOME)"
-    printed = cli.shell_command("python", "train.py", "--resume", "--out_dir", out_dir)
+    printed = commands.shell_command("python", "train.py", "--resume", "--out_dir", out_dir)
     assert printed == "python train.py --resume --out_dir '/home/me/my runs/run 1 (it'\"'\"'s $HOME)'"
     assert shlex.split(printed) == ["python", "train.py", "--resume", "--out_dir", out_dir]
-    monkeypatch.setenv(cli.UV_RUN_MARK, "1")  # as `uv run` leaves it for what it starts
-    assert cli.shell_command("python", "train.py") == "uv run python train.py"
+    monkeypatch.setenv(commands.UV_RUN_MARK, "1")  # as `uv run` leaves it for what it starts
+    assert commands.shell_command("python", "train.py") == "uv run python train.py"
     # A torchrun launch resumes as one, behind `uv run` too; train.py as the user typed it.
     monkeypatch.setattr(sys, "argv", ["quill/train.py"])
     assert (failures.resume_command("out", Ranks(world_size=2, launched=True))
             == "uv run torchrun --standalone --nproc_per_node=2 quill/train.py --resume --out_dir out")
-    monkeypatch.setattr(cli.os, "name", "nt")  # cmd and PowerShell: double quotes, backslashes as they are
-    assert (cli.shell_command("python", "train.py", "--out_dir", r"C:\Users\me\my runs\run 1")
+    monkeypatch.setattr(commands.os, "name", "nt")  # cmd and PowerShell: double quotes, backslashes as they are
+    assert (commands.shell_command("python", "train.py", "--out_dir", r"C:\Users\me\my runs\run 1")
             == r'uv run python train.py --out_dir "C:\Users\me\my runs\run 1"')
 
 
@@ -48,7 +48,7 @@ def test_an_interrupted_run_prints_a_command_that_resumes_it_as_printed(small_te
     env = plain_python_env()
     if interpreter != "python":
         uv = shutil.which("uv") or os.environ.get("UV")  # `uv run` names itself in $UV
-        if cli.UV_RUN_MARK not in os.environ or not uv:
+        if commands.UV_RUN_MARK not in os.environ or not uv:
             pytest.skip("the tests were not started by `uv run`, so `uv run python` would reach another "
                         "environment than theirs")
         env = {**os.environ, "PATH": os.path.dirname(uv) + os.pathsep + os.environ["PATH"]}

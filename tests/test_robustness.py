@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from extras import cli
+from extras import commands
 import generate
 import train
 from conftest import (ROOT, TINY_FLAGS, needs, plain_python_env, read_metrics, run_train, signal_to_send,
@@ -230,7 +231,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_loses_nothing(saved_run, re
                                                                     capsys, name, nth, room):
     out_dir, data = saved_run
     before = snapshot(out_dir)
-    monkeypatch.delenv(cli.UV_RUN_MARK, raising=False)  # as `python train.py`, whatever started the tests
+    monkeypatch.delenv(commands.UV_RUN_MARK, raising=False)  # as `python train.py`, whatever started the tests
     fill_the_disk(monkeypatch, name, nth, room)
     capsys.readouterr()
     code = run_train(data, out_dir, *DISK_FULL_FLAGS)
@@ -292,7 +293,7 @@ def test_a_write_that_fails_for_another_reason_says_which(saved_run, monkeypatch
     err = one_line_error(capsys)
     assert err.startswith(f"error: could not write {out_dir / name} ({error.strerror}): {fix}")
     assert "free some space" not in err  # not a full disk
-    assert f"then continue with: {cli.shell_command('python', 'train.py', '--resume', '--out_dir', str(out_dir))}" in err
+    assert f"then continue with: {commands.shell_command('python', 'train.py', '--resume', '--out_dir', str(out_dir))}" in err
     assert snapshot(out_dir)[Path(name)] == before[Path(name)] and not list(out_dir.rglob("*.tmp"))
     for checkpoint in ("best.pt", "last.pt"):
         assert torch.load(out_dir / checkpoint, weights_only=True)["step"] in (4, 6)  # intact, loadable
