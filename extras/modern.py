@@ -198,6 +198,21 @@ def orthogonalize(G: torch.Tensor, dtype: torch.dtype = torch.float32, steps: in
     return X.mT if tall else X
 
 
+def make_muon(model, lr: float, weight_decay: float, device: torch.device, ns_dtype: torch.dtype | None = None
+              ) -> tuple["Muon", list[nn.Parameter]]:
+    """Muon over the 2-D weight matrices inside the blocks, where orthogonalised updates help, and the
+    model's other parameters, for AdamW: embeddings, a separate head, norms and biases stay with AdamW, as
+    Muon's authors advise (an embedding row is a lookup, not a linear map). Muon's lr is in AdamW's units; its
+    Newton-Schulz iteration runs in ns_dtype (default: what pick_muon_dtype says for the device: bfloat16
+    only where it is native)."""
+    block_matrices = {id(p) for p in model.transformer.h.parameters() if p.dim() == 2}
+    matrices = [p for p in model.parameters() if id(p) in block_matrices]
+    rest = [p for p in model.parameters() if id(p) not in block_matrices]  # a tied matrix comes once
+    muon = Muon([{"params": matrices, "peak_lr": lr}], lr=lr, weight_decay=weight_decay,
+                ns_dtype=ns_dtype or pick_muon_dtype(device)[0])
+    return muon, rest
+
+
 def match_rms_adamw(shape: torch.Size) -> float:
     """The factor that gives an orthogonalised update of a (rows, cols) matrix AdamW's typical update RMS
     (about 0.2): U V^T has RMS 1 / sqrt(max(rows, cols)) (Moonshot's "Muon is Scalable for LLM Training"), so

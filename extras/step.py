@@ -43,54 +43,31 @@ def has_fused_adamw(device_type: str) -> bool:
         return False
 
 
-def split_params(model: GPT, kind: str) -> dict[str, list[torch.nn.Parameter]]:
-    """The model's parameters by how they are optimized: every parameter in exactly one list.
-
-    adamw: "decay" (matmul weights and embeddings) and "no_decay" (biases, norm gains). muon: "muon" takes the
-    2-D weight matrices inside the blocks, where orthogonalised updates help; embeddings, a separate head,
-    norms and biases stay with AdamW, as Muon's authors advise (an embedding row is a lookup, not a linear
-    map).
-    """
-    block_matrices = {id(p) for p in model.transformer.h.parameters() if p.dim() == 2}
-    groups = {"decay": [], "no_decay": [], "muon": []}
-    for p in model.parameters():  # a tied embedding/head matrix comes once
-        if kind == "muon" and id(p) in block_matrices:
-            groups["muon"].append(p)
-        else:
-            groups["decay" if p.dim() >= 2 else "no_decay"].append(p)
-    return groups
-
-
 def configure_optimizer(model: GPT, learning_rate: float, weight_decay: float, betas: tuple[float, float],
                         device: torch.device, fused: bool | None = None, kind: str = "adamw",
                         muon_lr: float | None = None, muon_dtype: torch.dtype | None = None
                         ) -> list[torch.optim.Optimizer]:
-    """The optimizers of a run, in a list: [AdamW] or, for kind "muon", [AdamW, Muon] (split_params says which
-    parameters each takes).
+    """The optimizers of a run, in a list: [AdamW], or for kind "muon" [AdamW, Muon], where Muon takes the
+    matrices inside the blocks at muon_lr (extras/modern.py's make_muon says which, and how), AdamW the rest.
 
     AdamW decays matmul weights and embeddings only, not biases and norm gains, and uses the fused kernel
     wherever this torch has one for the device (docs/BENCHMARKS.md measures what it saves on a CPU), unless
-    fused says otherwise (bench.py compares the two). Muon (extras/modern.py) runs at muon_lr (default:
-    learning_rate), in AdamW's units, its Newton-Schulz iteration in muon_dtype (default: what
-    modern.pick_muon_dtype says for the device: bfloat16 only where it is native). Every param group
-    remembers its peak rate as "peak_lr"; train.py scales each by the schedule.
+    fused says otherwise (bench.py compares the two). Every param group remembers its peak rate as "peak_lr";
+    train.py scales each by the schedule.
     """
     if kind not in ("adamw", "muon"):
         raise ValueError(f"optimizer must be adamw or muon, got {kind!r}")
+    muon, params = None, list(model.parameters())  # a tied embedding/head matrix comes once
+    if kind == "muon":
+        from extras.modern import make_muon  # only for --optimizer muon
+        muon, params = make_muon(model, muon_lr or learning_rate, weight_decay, device, muon_dtype)
     if fused is None:
         fused = has_fused_adamw(device.type)
-    params = split_params(model, kind)
-    adamw = torch.optim.AdamW([{"params": params["decay"], "weight_decay": weight_decay,
-                                "peak_lr": learning_rate},
-                               {"params": params["no_decay"], "weight_decay": 0.0, "peak_lr": learning_rate}],
+    decay, no_decay = [p for p in params if p.dim() >= 2], [p for p in params if p.dim() < 2]
+    adamw = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay, "peak_lr": learning_rate},
+                               {"params": no_decay, "weight_decay": 0.0, "peak_lr": learning_rate}],
                               lr=learning_rate, betas=betas, fused=fused or None)
-    if kind == "adamw":
-        return [adamw]
-    from extras.modern import Muon, pick_muon_dtype  # only for --optimizer muon
-    lr = muon_lr or learning_rate
-    muon = Muon([{"params": params["muon"], "peak_lr": lr}], lr=lr, weight_decay=weight_decay,
-                ns_dtype=muon_dtype or pick_muon_dtype(device)[0])
-    return [adamw, muon]
+    return [adamw] if muon is None else [adamw, muon]
 
 
 def wrap_for_training(model: GPT, precision: Precision, ranks: Ranks, example: tuple, micro_steps: int = 1):
