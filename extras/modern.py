@@ -234,6 +234,11 @@ class Muon(torch.optim.Optimizer):
         # Not a param-group setting, so that a resumed run multiplies in what its own machine does best.
         self.ns_dtype = ns_dtype
 
+    def describe(self) -> str:
+        """The dtype of its Newton-Schulz iteration, and why (pick_muon_dtype): for the start-up line."""
+        device = self.param_groups[0]["params"][0].device
+        return f"Newton-Schulz in {str(self.ns_dtype).removeprefix('torch.')}: {pick_muon_dtype(device)[1]}"
+
     @torch.no_grad()
     def step(self, closure=None):
         """Update every parameter that has a gradient."""

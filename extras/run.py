@@ -2,9 +2,9 @@
 
 train.py's main() hands its arguments to run_command(), which does everything around the loop:
 
-    flags -> settings     TrainConfig, RunControls and GPTConfig fields as flags, with the help text below;
-                          the CPU quick run's defaults, --recipe, then the flags given; checked before
-                          anything runs
+    flags -> settings     TrainConfig, RunControls and GPTConfig fields as flags (their --help: the comment
+                          beside each field); the CPU quick run's defaults, --recipe, then the flags given;
+                          checked before anything runs
     device, precision     extras/precision.py decides, and the start-up line says why (on a CPU, also why
                           not a GPU the machine has: extras/unused_gpu.py)
     --resume              last.pt loaded and checked against the flags given and its text (extras/resume.py)
@@ -12,7 +12,8 @@ train.py's main() hands its arguments to run_command(), which does everything ar
     data                  downloaded if it is the default corpus and missing, encoded or read from its cache
     the start-up report   model, optimizer, data and batch, printed as the run starts (report_start)
     errors                a mistake the user can fix, a full disk or a locked file, out of memory, Ctrl-C:
-                          one line on stderr and an exit code (docs/exit-codes.md), never a traceback
+                          one line on stderr and an exit code (docs/exit-codes.md; extras/failures.py),
+                          never a traceback
 """
 
 import argparse
@@ -295,11 +296,8 @@ def report_start(model, optimizers: list, data: TokenData, cfg, evals, ranks: Ra
     for o in optimizers:
         n = sum(p.numel() for g in o.param_groups for p in g["params"])
         about = f"{type(o).__name__} ({n:,} parameters, peak lr {o.param_groups[0]['peak_lr']:g}"
-        if hasattr(o, "ns_dtype"):  # Muon: the dtype of its orthogonalisation, and why that one
-            from extras.modern import pick_muon_dtype
-            dtype, why = (str(o.ns_dtype).removeprefix("torch."),
-                          pick_muon_dtype(next(model.parameters()).device)[1])
-            about += f"; Newton-Schulz in {dtype}: {why}"
+        if hasattr(o, "describe"):  # Muon: the dtype of its orthogonalisation, and why that one
+            about += f"; {o.describe()}"
         described.append(about + ")")
     print("optimizer: " + " + ".join(described))
     n_tokens = len(data.train) + len(data.val)
