@@ -391,7 +391,6 @@ def gpu_check(smoke: bool, target_loss: float, work_dir: Path,
         smoke_run = shell_command("python", "bench.py", "--gpu_check", "--smoke")
         raise CLIError("no CUDA GPU or Apple MPS here, so the GPU check has nothing to measure "
                        f"(`{smoke_run}` runs its steps on a CPU at toy sizes)", EXIT_FAILED)
-    precision.apply()
     root = Path(__file__).resolve().parent
     name = (f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}" if device.type == "cuda"
             else {"mps": "Apple MPS"}.get(device.type, device.type))
@@ -580,7 +579,6 @@ def measure(args) -> int:
         raise CLIError("--batch_size, --block_size and --repeats must be positive, --steps, --warmup and "
                        "--new_tokens >= 0")
     precision = make_precision(args.device, args.dtype, args.compile)
-    precision.apply()
     device = precision.device
 
     lines = [machine_line(device)]

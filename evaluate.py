@@ -18,10 +18,11 @@ import math
 import sys
 from pathlib import Path
 
+from extras.bpe import count_chars
 from extras.checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
 from extras.cli import CLIError, FlagParser, run_cli
 from extras.dataset import DEFAULT_DATA, DataError, prepare
-from extras.evaluation import EVAL_BATCH_SIZE, count_chars, eval_windows, evaluate
+from extras.evaluation import EVAL_BATCH_SIZE, eval_windows, evaluate
 from extras.precision import DTYPES, make_precision
 
 
@@ -59,7 +60,6 @@ def report(args: argparse.Namespace) -> int:
         raise CLIError(f"--block_size must be between 1 and {trained_block}, the context this model was "
                        f"trained with; got {block_size}")
     precision = make_precision(args.device, args.dtype, "off")
-    precision.apply()
     train_config = checkpoint.get("train_config", {})
     data_path = Path(args.data or train_config.get("data") or DEFAULT_DATA)
     cache_dir = Path(args.cache_dir or train_config.get("cache_dir")

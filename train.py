@@ -25,11 +25,11 @@ from tqdm import tqdm
 from extras.control import RunClock
 from extras.evaluation import EvalSets
 from extras.files import save_checkpoint
-from extras.metrics import TrainLog, append_metrics, plot_metrics, start_metrics
+from extras.metrics import METRICS_COLUMNS, TrainLog, append_metrics, plot_metrics, restart_csv
 from extras.precision import Precision
 from extras.ranks import Ranks, rng_states
-from extras.run import Run, non_finite, report_start, run_command
-from extras.step import configure_optimizer, get_batch, sample_starts, wrap_for_training
+from extras.run import Run, check_finite, report_start, run_command
+from extras.step import configure_optimizer, get_batch, sample_starts
 from extras.text import TokenData
 from extras.tokenizer import tokenizer_to_dict
 from model import GPT, GPTConfig
@@ -118,17 +118,18 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
     device, out_dir = precision.device, Path(cfg.out_dir)
     B, T, A = cfg.batch_size, model_cfg.block_size, cfg.grad_accum_steps
 
-    # The model (the same initial weights on every rank), its optimizers (two with --optimizer muon), the loss
-    # scaler (float16 only), and what runs the forward pass: the model itself, or DDP's or torch.compile's
-    # wrapper around it (compiled now, on a micro-batch of the training shape).
+    # The model (the same initial weights on every rank), its optimizers (two with --optimizer muon) and the
+    # loss scaler (float16 only). The forward pass runs through step_model: the model, or a wrapper around it.
     torch.manual_seed(cfg.seed)
     model = GPT(model_cfg).to(device)
     optimizers = configure_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                                      device, kind=cfg.optimizer, muon_lr=cfg.muon_lr)
     scaler = precision.new_scaler()
-    first = sample_starts(len(data.train), T, B // (ranks.world_size * A),
-                          torch.Generator().manual_seed(cfg.seed))
-    step_model = wrap_for_training(model, precision, ranks, get_batch(data.train, T, first, device), A)
+    step_model = ranks.wrap(model)  # under torchrun: DistributedDataParallel, which averages the gradients
+    if precision.compile:  # a CUDA GPU with Triton: compiled now, on a micro-batch of the training shape
+        from extras.compiling import compile_for_training
+        step_model = compile_for_training(step_model, data.train, cfg.seed, B // (ranks.world_size * A),
+                                          precision, ranks, A)
     # Random streams: dropout, one per rank; the batch order, one stream that every rank follows, each taking
     # its own slice of every batch.
     torch.manual_seed(cfg.seed + 1 + ranks.rank)
@@ -141,7 +142,7 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
 
     resumed_at = state.step if resume_from is not None else None  # the CSVs keep their rows up to here
     if ranks.is_main:
-        start_metrics(out_dir / "metrics.csv", keep_up_to=resumed_at)
+        restart_csv(out_dir / "metrics.csv", METRICS_COLUMNS, keep_up_to=resumed_at)
     log = TrainLog(out_dir / "train_log.csv", device, ranks, keep_up_to=resumed_at)
     evals = EvalSets(data, T, cfg.eval_tokens, cfg.seed)  # fixed train and val samples, for every evaluation
     report_start(model, optimizers, data, cfg, evals, ranks)
@@ -186,8 +187,7 @@ def train(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, precision: Pr
             log_now = state.step % cfg.log_interval == 0 or state.step == cfg.max_iters
             loss_value = log.add(state.step, lr, step_loss, B * T, t0, write=log_now)
             if log_now:
-                if not math.isfinite(loss_value):
-                    raise non_finite(state.step)
+                check_finite(state.step, loss_value)  # a NaN stops the run; earlier checkpoints stay
                 postfix = dict(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{log.tokens_per_s():,.0f}")
                 if cfg.time_budget:
                     postfix["left"] = f"{max(0.0, cfg.time_budget - elapsed):.0f}s"
@@ -217,13 +217,10 @@ def evaluate_and_save(cfg: TrainConfig, state: RunState, elapsed: float, model: 
     """Evaluate on the fixed train and val samples and update the best val loss; then write metrics.csv,
     best.pt (when val improved), last.pt and loss.png. Every rank takes part; rank 0 writes. Returns the
     evaluation's line for the log."""
-    loss_value = log.write()  # the steps since the last log point, before last.pt holds them
-    if loss_value is not None and not math.isfinite(loss_value):
-        raise non_finite(state.step)
+    check_finite(state.step, log.write())  # the steps since the last log point, before last.pt holds them
     tokens_per_s = log.tokens_per_s(restart=True)  # of the steps since the last evaluation
     losses = evals.losses(model, precision, ranks)
-    if not all(math.isfinite(v) for v in losses.values()):
-        raise non_finite(state.step)
+    check_finite(state.step, *losses.values())
     state.elapsed_s = elapsed
     improved = losses["val"] < state.best_val_loss
     state.best_val_loss = min(state.best_val_loss, losses["val"])

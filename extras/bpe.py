@@ -197,3 +197,14 @@ def piece_batches(chunks: Iterator[str]) -> Iterator[list[str]]:
         yield split_at_safe_cuts(text[:end], PIECES_PER_CHUNK)
     if carry:
         yield split_at_safe_cuts(carry, PIECES_PER_CHUNK)
+
+
+def count_chars(tokenizer, ids: np.ndarray, chunk: int = 1 << 20) -> int:
+    """How many characters the token ids spell, decoded a chunk at a time (a BPE token can hold several)."""
+    if tokenizer.kind == "char":
+        return len(ids)  # one character per token
+    from extras.streaming import StreamDecoder  # BPE: a multi-byte character cut between chunks counts once
+
+    decoder = StreamDecoder(tokenizer)
+    n = sum(len(decoder.push(ids[i : i + chunk].tolist())) for i in range(0, len(ids), chunk))
+    return n + len(decoder.flush())

@@ -8,17 +8,22 @@ import torch
 
 from extras.precision import Precision
 from extras.ranks import Ranks
+from extras.step import get_batch, sample_starts
 
 
-def compile_for_training(step_model, x: torch.Tensor, y: torch.Tensor, precision: Precision, ranks: Ranks,
-                         micro_steps: int = 1):
+def compile_for_training(step_model, train_ids, seed: int, micro_batch: int, precision: Precision,
+                         ranks: Ranks, micro_steps: int = 1):
     """torch.compile step_model (the model, or the model already wrapped in DDP, so that the compiled backward
-    overlaps DDP's gradient all-reduce) and compile it now, on (x, y): a real micro-batch of the training
-    shape, in training mode, with and without gradient sync when there are several micro-steps. So the
-    first timed step does not compile again, and the minutes this can take are reported apart from the
-    run's time. Returns the compiled module, or step_model itself if compiling fails."""
+    overlaps DDP's gradient all-reduce) and compile it now, on a real micro-batch of the training shape
+    (micro_batch windows of train_ids, drawn with seed), in training mode, with and without gradient sync
+    when there are several micro-steps. So the first timed step does not compile again, and the minutes this
+    can take are reported apart from the run's time. Returns the compiled module, or step_model itself if
+    compiling fails."""
     t0 = time.perf_counter()
     module = getattr(step_model, "module", step_model)  # the GPT inside DDP
+    T = module.config.block_size
+    starts = sample_starts(len(train_ids), T, micro_batch, torch.Generator().manual_seed(seed))
+    x, y = get_batch(train_ids, T, starts, precision.device)
     try:
         compiled = torch.compile(step_model, backend=precision.compile_backend)
         for last in ([False, True] if micro_steps > 1 else [True]):

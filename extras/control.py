@@ -3,10 +3,8 @@ torchrun, every rank agreeing on both once per step so that all of them stop at 
 learning rate.
 
 SIGTERM is what Slurm, Kubernetes and a closing notebook send; it is treated like Ctrl-C: the step in flight
-(and any evaluation due) finishes, last.pt is saved, and the run exits with the resume command. The exit
-code follows the shell's convention, 128 + the signal's number: 130 for Ctrl-C (SIGINT), 143 for SIGTERM, the
-code a scheduler would have seen had the signal killed the run, so it can tell a stop it asked for from a
-failure (1).
+(and any evaluation due) finishes, last.pt is saved, and the run exits with the resume command and the exit
+code of the signal (extras/failures.py).
 
 On Windows nothing sends a run SIGTERM (Task Manager and closing the window end it outright): Ctrl-C in its
 console is what stops it with last.pt saved (docs/exit-codes.md).

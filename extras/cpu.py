@@ -47,3 +47,10 @@ def cpu_class() -> str:
     return (f"{torch.backends.cpu.get_cpu_capability()} CPU, bfloat16 "
             f"{'native' if cpu_has_native_bfloat16() else 'emulated'}"
             + (f", oneDNN capped at {cap}" if cap else ""))
+
+
+def autocast_note(dtype: str) -> str:
+    """What autocast in dtype ("bfloat16" or "float16") means on this CPU, for the start-up line."""
+    slow = dtype == "bfloat16" and not cpu_has_native_bfloat16()
+    return "autocast on a CPU: runs the GPU code path, seldom faster" + ("; this CPU emulates bfloat16: slow"
+                                                                          if slow else "")

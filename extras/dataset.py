@@ -31,12 +31,29 @@ from extras.bpe import check_bpe_vocab_size
 from extras.checkpoint import tokenizer_from_dict
 from extras.cli import use_any_console
 from extras.files import write_atomically
-from extras.text import DEFAULT_DATA, TRAIN_FRACTION, DataError, TokenData, check_text_file  # noqa: F401
+from extras.text import DEFAULT_DATA, TRAIN_FRACTION, DataError, TokenData  # noqa: F401
 from extras.tokenizer import N_CODE_POINTS, CharTokenizer, code_points, name_chars, tokenizer_to_dict
 
 # characters read and encoded at a time (4M): tens of MB of working memory, whatever the file size
 CHUNK_CHARS = 1 << 22
 FORMAT = 1  # version of the cache layout; a cache with another version is rebuilt
+
+
+def check_text_file(path: Path) -> None:
+    """Raise DataError if path is missing, a directory, unreadable or empty (UTF-8 is checked as it is
+    read)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist; check the --data path")
+    if path.is_dir():
+        raise DataError(f"data path {path} is a directory; pass a text file with --data")
+    try:
+        with open(path, "rb") as f:
+            empty = not f.read(1)
+    except OSError as e:
+        raise DataError(f"cannot read data file {path}: {e.strerror}") from None
+    if empty:
+        raise DataError(f"data file {path} is empty; pass a text file with --data")
 
 
 def char_tokenizer_from_mask(seen: np.ndarray) -> CharTokenizer:

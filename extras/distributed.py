@@ -45,11 +45,14 @@ class RankGroup(Ranks):
         dist.all_reduce(t)
         return t
 
-    def gather(self, t: torch.Tensor) -> list[torch.Tensor]:
-        """Every rank's copy of a CPU tensor, in rank order."""
-        gathered = [torch.empty_like(t) for _ in range(self.world_size)]
-        dist.all_gather(gathered, t, group=self.cpu_group)
-        return gathered
+    def gather(self, states: dict) -> list[dict]:
+        """Every rank's random states (a dict of CPU byte tensors, even the CUDA generator's), in rank
+        order."""
+        gathered = {}
+        for key, state in states.items():
+            gathered[key] = [torch.empty_like(state) for _ in range(self.world_size)]
+            dist.all_gather(gathered[key], state, group=self.cpu_group)
+        return [{key: gathered[key][r] for key in states} for r in range(self.world_size)]
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model in DistributedDataParallel: it copies rank 0's weights to every rank now, and from then
@@ -63,6 +66,23 @@ class RankGroup(Ranks):
         over all of them."""
         ddp = getattr(step_model, "_orig_mod", step_model)  # under torch.compile, the DDP module is inside
         return nullcontext() if last else ddp.no_sync()
+
+    def main_first(self, first, then):
+        """Rank 0 calls first() (which downloads and encodes the data, writing the token cache) while the
+        others wait; then they call then() (which reads that cache). A CLIError on rank 0 stops every rank,
+        and rank 0 alone says why."""
+        result, failure = None, None
+        if self.is_main:
+            try:
+                result = first()
+            except CLIError as e:
+                failure = e
+        code = int(self.agree([failure.code if failure else 0])[0])  # also where the others wait for rank 0
+        if code and failure is None:
+            failure = CLIError("", code)  # rank 0 has said what went wrong
+        if failure:
+            raise failure
+        return result if self.is_main else then()
 
     def wait_for_all(self) -> None:
         """Return once every rank has got here."""
@@ -80,6 +100,10 @@ def start_ranks(requested_device: str) -> Ranks:
         return Ranks()
     ranks = RankGroup(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
     use_cuda = torch.cuda.is_available() and requested_device in ("auto", "cuda")
+    if not use_cuda and (requested_device == "mps"
+                         or requested_device == "auto" and torch.backends.mps.is_available()):
+        raise CLIError("torchrun needs CUDA GPUs or CPUs: torch.distributed cannot use Apple MPS; add "
+                       "--device cpu")
     if use_cuda:
         if ranks.local_rank >= torch.cuda.device_count():
             raise CLIError(f"torchrun started more processes on this machine than it has GPUs "
@@ -127,21 +151,3 @@ def stop_ranks() -> None:
     """Leave the process group, if we joined one."""
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def rank_zero_first(first, then, ranks: Ranks):
-    """Rank 0 calls first() (which downloads and encodes the data, writing the token cache) while the others
-    wait; then they call then() (which reads that cache). A CLIError on rank 0 stops every rank, and rank 0
-    alone says why."""
-    result, failure = None, None
-    if ranks.is_main:
-        try:
-            result = first()
-        except CLIError as e:
-            failure = e
-    code = int(ranks.agree([failure.code if failure else 0])[0])  # also where the others wait for rank 0
-    if code and failure is None:
-        failure = CLIError("", code)  # rank 0 has said what went wrong
-    if failure:
-        raise failure
-    return result if ranks.is_main else then()

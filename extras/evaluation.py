@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from extras.ranks import Ranks
 from extras.precision import Precision
-from extras.step import get_batch, sample_starts
+from extras.step import get_batch, sample_starts, to_device
 from model import GPT
 
 # Windows per forward pass in every evaluation: fixed, not the training micro-batch (which shrinks with ranks
@@ -71,10 +71,7 @@ def loss_and_count(model: GPT, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     n_targets = 0
     for x, y in batches:
         n_targets += int((y != -1).sum())  # y is still on the host: no device sync
-        if device.type == "cuda":  # page-locked memory lets the copy overlap the GPU's work
-            x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-        else:
-            x, y = x.to(device), y.to(device)
+        x, y = to_device(x, device), to_device(y, device)
         with precision.autocast():
             logits, _ = model(x)  # (B, T, V), float32
         total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
@@ -82,17 +79,6 @@ def loss_and_count(model: GPT, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     # float64: exact counts up to 2**53
     loss_sum, n_targets = ranks.agree([total.item(), n_targets], op="sum")
     return loss_sum, int(n_targets)
-
-
-def count_chars(tokenizer, ids: np.ndarray, chunk: int = 1 << 20) -> int:
-    """How many characters the token ids spell, decoded a chunk at a time (a BPE token can hold several)."""
-    if tokenizer.kind == "char":
-        return len(ids)  # one character per token
-    from extras.streaming import StreamDecoder  # BPE: a multi-byte character cut between chunks counts once
-
-    decoder = StreamDecoder(tokenizer)
-    n = sum(len(decoder.push(ids[i : i + chunk].tolist())) for i in range(0, len(ids), chunk))
-    return n + len(decoder.flush())
 
 
 class EvalSets:
@@ -104,9 +90,11 @@ class EvalSets:
         self.block_size = block_size
         self.val_ids = data.val[: eval_tokens + 1]
         self.n_val_targets = len(self.val_ids) - 1
-        # Bits per character: the loss in a unit that does not depend on the tokenizer (a BPE token holds
-        # several).
-        self.chars_per_target = count_chars(data.tokenizer, self.val_ids[1:]) / self.n_val_targets
+        # Bits per character: the loss in a unit that does not depend on the tokenizer.
+        self.chars_per_target = 1.0  # a char token is one character
+        if data.tokenizer.kind == "bpe":  # a BPE token can hold several (extras/bpe.py counts them)
+            from extras.bpe import count_chars
+            self.chars_per_target = count_chars(data.tokenizer, self.val_ids[1:]) / self.n_val_targets
         n_windows = math.ceil(self.n_val_targets / block_size)
         starts = sample_starts(len(data.train), block_size, n_windows, torch.Generator().manual_seed(seed))
         self.train_x, self.train_y = get_batch(data.train, block_size, starts, torch.device("cpu"))

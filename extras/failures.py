@@ -1,6 +1,10 @@
 """How a training run ends when it does not finish, each way as one line with an exit code
 (docs/exit-codes.md) and the command that goes on from where it stopped. Imported only when a run stops early:
 Ctrl-C or SIGTERM, out of memory, a write into out_dir that failed.
+
+A run stopped by a signal exits as the shell's convention has it, 128 + the signal's number: 130 for Ctrl-C
+(SIGINT), 143 for SIGTERM, the code a scheduler would have seen had the signal killed the run, so it can tell
+a stop it asked for from a failure (1).
 """
 
 import errno

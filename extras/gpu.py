@@ -1,5 +1,5 @@
 """What a GPU run gets, where a CPU run's choices do not apply: the autocast dtype on a CUDA GPU or Apple MPS,
-and whether torch.compile can run on a CUDA GPU. extras/precision.py asks, only on a GPU.
+and whether torch.compile can run on a CUDA GPU. extras/precision.py asks, only on a GPU; TF32 it sets itself.
 
     CUDA GPU      bfloat16 where the GPU has it natively (Ampere and newer), else float16 with a loss scaler
                   (T4, V100); torch.compile where Triton is installed and supports the GPU

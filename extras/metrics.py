@@ -4,9 +4,8 @@
   losses are measured on fixed samples of the train and val splits, so successive rows compare.
 - train_log.csv: one row per optimizer step: step (steps taken, counting this one, as in metrics.csv), lr (the
   learning rate that step used) and train_loss: the mean loss of the training batches since the previous row
-  that has one, filled in at every log point (--log_interval) and at every evaluation, empty in between.
-  train.py appends the rows at those points rather than every step, since reading the loss makes the host wait
-  for the device.
+  that has one, filled in at every log point (--log_interval) and at every evaluation, empty in between
+  (TrainLog says why not at every step).
 
 bench.py reads metrics.csv to find when a run first reached a target loss. Runs made before train_log.csv
 existed still plot, from metrics.csv alone.
@@ -18,6 +17,7 @@ import io
 import math
 import os
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import torch
@@ -44,11 +44,6 @@ def restart_csv(path: Path, columns: list[str], keep_up_to: int | None) -> None:
     write_atomically(path, lambda f: f.write(text.getvalue().encode("utf-8")))
 
 
-def start_metrics(path: Path, keep_up_to: int | None) -> None:
-    """Start metrics.csv afresh, or on resume keep the rows up to the checkpoint's step."""
-    restart_csv(path, METRICS_COLUMNS, keep_up_to)
-
-
 def append_rows(path: Path, rows: list[list]) -> None:
     """Append rows to a CSV, all of them or none: a failed write (a full disk) cuts the file back to where it
     was, so a resumed run never reads half a row. The OSError it then raises names path."""
@@ -61,10 +56,8 @@ def append_rows(path: Path, rows: list[list]) -> None:
             f.write(text.getvalue().encode("utf-8"))
     except OSError as e:
         if end is not None:
-            try:
+            with suppress(OSError):
                 os.truncate(path, end)  # shrinking a file needs no free space
-            except OSError:
-                pass
         raise OSError(e.errno, e.strerror or str(e), str(path)) from e
 
 
@@ -104,10 +97,8 @@ def plot_metrics(metrics_path: Path, png_path: Path, tokens_per_step: int) -> No
     joined = "none" if log else "-"
     ax.plot(steps, [r["val_loss"] for r in rows], color="C1", marker="o", linestyle=joined,
             label="val loss, evaluation")
-    ax.plot(steps, [r["train_loss"] for r in rows], color="C0", marker="s", markersize=8,
-            markerfacecolor="none",
-            # hollow: the val point often sits right under it
-            linestyle=joined, label="train loss, evaluation")
+    ax.plot(steps, [r["train_loss"] for r in rows], color="C0", marker="s", markersize=8, linestyle=joined,
+            markerfacecolor="none", label="train loss, evaluation")  # hollow: the val point is often under it
     best = min(rows, key=lambda r: r["val_loss"])
     ax.plot([best["step"]], [best["val_loss"]], marker="*", markersize=14, linestyle="none", color="C3",
             label=f"best val {best['val_loss']:.4f} at step {best['step']:.0f} (best.pt)")

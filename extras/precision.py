@@ -5,14 +5,10 @@ All of it is decided once, by make_precision(), each choice with the reason it w
 object is then used by training, by the evaluations during training, by evaluate.py and by bench.py. So the
 val loss a run logs and the number evaluate.py prints are computed the same way, on every device.
 
-    CUDA GPU      bfloat16 autocast where the GPU has it natively (Ampere and newer), else float16 with a loss
-                  scaler (T4, V100); TF32 matmuls; torch.compile when Triton is importable
-    Apple MPS     float32, no compile (compile on MPS has given NaNs and slowdowns); --dtype bfloat16 on
-                  request
     CPU           float32, no compile (measured: no faster here); --dtype bfloat16 or float16 and --compile on
                   run the GPU code paths on a CPU, which is how the tests check them
-
-The GPUs' own choices are made in extras/gpu.py, which a CPU run never imports.
+    CUDA GPU      TF32 matmuls; the dtype and compile as extras/gpu.py decides (imported only on a GPU)
+    Apple MPS     no compile (on MPS it has given NaNs and slowdowns); the dtype as extras/gpu.py decides
 """
 
 from contextlib import nullcontext
@@ -28,15 +24,10 @@ def pick_dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
     if device.type != "cpu":
         from extras.gpu import pick_gpu_dtype  # (only on a CUDA GPU or Apple MPS)
         return pick_gpu_dtype(device, requested)
-    if requested == "auto":
-        return torch.float32, "full precision on cpu"
-    note = ""
-    if requested != "float32":
-        from extras.cpu import cpu_has_native_bfloat16  # (only a half-precision run on a CPU asks)
-        slow = requested == "bfloat16" and not cpu_has_native_bfloat16()
-        note = (" (autocast on a CPU: runs the GPU code path, seldom faster"
-                + ("; this CPU emulates bfloat16: slow" if slow else "") + ")")
-    return DTYPES[requested], f"requested with --dtype{note}"
+    if requested in ("auto", "float32"):
+        return torch.float32, "full precision on cpu" if requested == "auto" else "requested with --dtype"
+    from extras.cpu import autocast_note  # (only a half-precision run on a CPU asks)
+    return DTYPES[requested], f"requested with --dtype ({autocast_note(requested)})"
 
 
 def pick_compile(device: torch.device, requested: str) -> tuple[bool, str]:
@@ -80,16 +71,12 @@ class Precision:
         """A loss scaler for this device: enabled for float16, a no-op otherwise."""
         return torch.amp.GradScaler(self.device.type, enabled=self.use_scaler)
 
-    def apply(self) -> None:
-        """Set the process-wide switches this precision needs (TF32 on CUDA)."""
-        if self.tf32:
-            torch.set_float32_matmul_precision("high")  # TF32 for float32 matmuls
-
     def describe(self) -> str:
         """One line: device, dtype and compile, each with its reason."""
         device_why, dtype_why, compile_why = self.reasons
         if self.device.type == "cpu":
-            device_why += f"; {torch.backends.cpu.get_cpu_capability()} CPU"
+            device_why += (f"; {torch.backends.cpu.get_cpu_capability()} CPU, "
+                           f"{torch.get_num_threads()} threads")
         return (f"device: {self.device} ({device_why}) | "
                 f"dtype: {str(self.dtype).removeprefix('torch.')} ({dtype_why})"
                 f"{' + TF32 matmuls' if self.tf32 else ''} | "
@@ -98,11 +85,14 @@ class Precision:
 
 def make_precision(device: str = "auto", dtype: str = "auto", compile: str = "off",
                    local_rank: int | None = None) -> Precision:
-    """Decide the device (the local_rank-th GPU under torchrun), dtype, TF32 and compile, with reasons."""
+    """Decide the device (the local_rank-th GPU under torchrun), dtype, TF32 and compile, with reasons, and
+    set TF32 for the process's float32 matmuls where it is on."""
     dev, device_why = pick_device(device)
     if dev.type == "cuda" and local_rank is not None:
         dev = torch.device("cuda", local_rank)
     dt, dtype_why = pick_dtype(dev, dtype)
     use_compile, compile_why = pick_compile(dev, compile)
+    if dev.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32: every float32 matmul from here on
     return Precision(dev, dt, use_compile, tf32=dev.type == "cuda",
                      reasons=(device_why, dtype_why, compile_why))

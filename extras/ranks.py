@@ -1,5 +1,5 @@
 """Where this process stands among torchrun's ranks, and what the ranks do together: agree on a few numbers,
-sum the training loss, average gradients, gather their random states for last.pt.
+sum the training loss, average gradients (and gather their random states for last.pt).
 
 Started with plain `python` there is one rank, a Ranks, and each of those does nothing. Under torchrun each
 process is a RankGroup (extras/distributed.py, imported only then), whose methods talk to the other ranks.
@@ -34,14 +34,15 @@ class Ranks:
         """A device tensor summed over every rank, in place."""
         return t
 
-    def gather(self, t: torch.Tensor) -> list[torch.Tensor]:
-        """Every rank's copy of a CPU tensor, in rank order."""
-        return [t]
-
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """What runs the training forward pass: the model (under torchrun, DistributedDataParallel around it,
         which averages the gradients over the ranks)."""
         return model
+
+    def main_first(self, first, then):
+        """first() on rank 0 (download, encode: write the token cache) while the other ranks wait, then then()
+        on them (read that cache); one process just calls first()."""
+        return first()
 
     def no_sync(self, step_model: torch.nn.Module, last: bool):
         """A context for one micro-step's backward: under torchrun, all but the last skip the gradient
@@ -59,7 +60,6 @@ def rng_states(device: torch.device, batch_generator: torch.Generator, ranks: Ra
     elif device.type == "mps":
         own["mps"] = torch.mps.get_rng_state()
     states = {"batches": batch_generator.get_state(), **own}
-    if ranks.world_size > 1:
-        gathered = {key: ranks.gather(state) for key, state in own.items()}  # all CPU byte tensors
-        states["ranks"] = [{key: gathered[key][r] for key in own} for r in range(ranks.world_size)]
+    if ranks.world_size > 1:  # under torchrun (a RankGroup): every rank's own states, gathered
+        states["ranks"] = ranks.gather(own)
     return states

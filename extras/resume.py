@@ -24,6 +24,7 @@ def resume_run(path: Path, given: dict, config_class, default_data: Path):
     data_path = Path(cfg.data) if cfg.data else default_data
     is_default = data_path.resolve() == default_data.resolve()
     check_same_text(checkpoint, data_path, given=("data" in given), default_corpus=is_default)
+    print(f"resuming {path} at step {checkpoint['step']} of {cfg.max_iters}")
     return checkpoint, cfg, model_cfg
 
 

@@ -24,7 +24,6 @@ import re
 import shutil
 import sys
 import types
-import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -120,8 +119,8 @@ def parse_flags(argv, config_class) -> dict:
 
 def _flag_type(annotation):
     """The type a flag parses to: int for `int | None`, and so on."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    if isinstance(annotation, types.UnionType):
+        return next(a for a in annotation.__args__ if a is not type(None))
     return annotation
 
 
@@ -148,11 +147,7 @@ def set_up(given: dict, ranks: Ranks, config_class) -> Run:
     precision = make_precision(controls.device, controls.dtype, controls.compile,
                                local_rank=ranks.local_rank if ranks.launched else None)
     device = precision.device
-    if ranks.launched and device.type == "mps":
-        raise CLIError("torchrun needs CUDA GPUs or CPUs: torch.distributed cannot use Apple MPS; add "
-                       "--device cpu")
     print(precision.describe()
-          + (f" | {torch.get_num_threads()} CPU threads" if device.type == "cpu" else "")
           + (f" | {ranks.world_size} ranks ({torch.distributed.get_backend()})" if ranks.launched else ""))
     may_have_gpu = shutil.which("nvidia-smi") or sys.platform == "darwin"
     if device.type == "cpu" and controls.device == "auto" and may_have_gpu:
@@ -160,7 +155,6 @@ def set_up(given: dict, ranks: Ranks, config_class) -> Run:
         why = unused_gpu()
         if why:
             print(f"note: {why}")
-    precision.apply()
 
     out_dir = Path(given.get("out_dir", config_class.out_dir))
     resume_from = None
@@ -174,15 +168,9 @@ def set_up(given: dict, ranks: Ranks, config_class) -> Run:
         cfg, model_cfg = resolve_configs(given, device, config_class)
     validate(cfg, model_cfg, ranks.world_size)
 
-    # The data: downloaded if need be, encoded or read back from its token cache.
-    # Under torchrun, rank 0 first.
-    if ranks.launched:
-        from extras.distributed import rank_zero_first
-        data = rank_zero_first(lambda: check_writable(out_dir) or load_data(cfg, resume_from),
-                               lambda: load_data(cfg, resume_from), ranks)
-    else:
-        check_writable(out_dir)
-        data = load_data(cfg, resume_from)
+    # The data: downloaded if need be, encoded or read back from its cache (under torchrun, rank 0 first).
+    data = ranks.main_first(lambda: check_writable(out_dir) or load_data(cfg, resume_from),
+                            lambda: load_data(cfg, resume_from))
     if resume_from is None:
         model_cfg = replace(model_cfg, vocab_size=data.tokenizer.vocab_size)
     T = model_cfg.block_size
@@ -190,8 +178,6 @@ def set_up(given: dict, ranks: Ranks, config_class) -> Run:
         raise CLIError(f"data file {cfg.data or DEFAULT_DATA} gives {len(data.train):,} train and "
                        f"{len(data.val):,} val tokens; with block_size {T} each split needs at least {T + 1} "
                        "(one window). Use more text or a smaller --block_size")
-    if resume_from:
-        print(f"resuming {out_dir / 'last.pt'} at step {resume_from['step']} of {cfg.max_iters}")
     return Run(cfg, model_cfg, data, precision, resume_from, ranks)
 
 
@@ -306,8 +292,8 @@ def report_start(model, optimizers: list, data: TokenData, cfg, evals, ranks: Ra
           + (f" | evaluating on the first {evals.n_val_targets:,} val tokens (--eval_tokens)"
              if len(data.val) > cfg.eval_tokens + 1 else ""))
     B_micro = cfg.batch_size // (ranks.world_size * A)
-    split = f" ({ranks.world_size} ranks x {A} micro-steps x {B_micro} sequences)"
-    split = split if B_micro != cfg.batch_size else ""
+    split = (f" ({ranks.world_size} ranks x {A} micro-steps x {B_micro} sequences)"
+             if B_micro != cfg.batch_size else "")
     print(f"batch: {cfg.batch_size} sequences x {T} tokens = {cfg.batch_size * T:,} tokens per step{split}")
     embedding_share = c.vocab_size * c.n_embd / model.num_params()
     if data.tokenizer.kind == "char" and embedding_share > 0.5:
@@ -319,8 +305,9 @@ def report_start(model, optimizers: list, data: TokenData, cfg, evals, ranks: Ra
               "train_log.csv have the numbers")
 
 
-def non_finite(step: int) -> CLIError:
-    """The error for a loss that became NaN or infinite; checkpoints from earlier evaluations stay as they
-    were."""
-    return CLIError(f"the loss became non-finite at step {step}; try a lower --learning_rate or --dtype "
-                    "float32. Checkpoints from earlier evaluations are intact", EXIT_FAILED)
+def check_finite(step: int, *losses: float | None) -> None:
+    """Stop the run with one line if a loss (None: none to check) became NaN or infinite; checkpoints from
+    earlier evaluations stay as they were."""
+    if not all(math.isfinite(v) for v in losses if v is not None):
+        raise CLIError(f"the loss became non-finite at step {step}; try a lower --learning_rate or --dtype "
+                       "float32. Checkpoints from earlier evaluations are intact", EXIT_FAILED)

@@ -1,5 +1,5 @@
 """What train.py's training step is made of (the step itself is its loop): random batches of the token ids,
-the optimizers (AdamW, and Muon for the block matrices with --optimizer muon), and what runs the forward pass.
+and the optimizers (AdamW, and Muon for the block matrices with --optimizer muon).
 """
 
 import functools
@@ -7,8 +7,6 @@ import functools
 import numpy as np
 import torch
 
-from extras.precision import Precision
-from extras.ranks import Ranks
 from model import GPT
 
 
@@ -22,11 +20,13 @@ def get_batch(data: np.ndarray, block_size: int, starts: np.ndarray, device: tor
     left."""
     offsets = starts[:, None] + np.arange(block_size + 1)  # (B, T + 1)
     window = torch.from_numpy(data[offsets].astype(np.int64))  # one vectorised read of just these windows
-    if device.type == "cuda":  # page-locked memory lets the copy run while the GPU is busy
-        window = window.pin_memory().to(device, non_blocking=True)
-    else:
-        window = window.to(device)
+    window = to_device(window, device)
     return window[:, :-1], window[:, 1:]
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """t copied to device; on CUDA from page-locked memory, so the copy runs while the GPU is busy."""
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
 
 
 @functools.cache
@@ -68,16 +68,3 @@ def configure_optimizer(model: GPT, learning_rate: float, weight_decay: float, b
                                {"params": no_decay, "weight_decay": 0.0, "peak_lr": learning_rate}],
                               lr=learning_rate, betas=betas, fused=fused or None)
     return [adamw] if muon is None else [adamw, muon]
-
-
-def wrap_for_training(model: GPT, precision: Precision, ranks: Ranks, example: tuple, micro_steps: int = 1):
-    """What runs the training forward pass: the model itself; under torchrun, the model in
-    DistributedDataParallel (ranks.wrap); on a GPU with Triton, that compiled too (now, on example: a
-    micro-batch (x, y) of the training shape). All of them share the model's parameters."""
-    step_model = ranks.wrap(model)
-    if precision.compile:
-        from extras.compiling import compile_for_training  # only where compiling pays (CUDA, Triton)
-        step_model = compile_for_training(step_model, *example, precision, ranks, micro_steps)
-    return step_model
-
-

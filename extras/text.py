@@ -24,23 +24,6 @@ class DataError(ValueError):
     """A problem with the data the user can fix; the message is one line naming the file and the fix."""
 
 
-def check_text_file(path: Path) -> None:
-    """Raise DataError if path is missing, a directory, unreadable or empty (UTF-8 is checked as it is
-    read)."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"data file {path} does not exist; check the --data path")
-    if path.is_dir():
-        raise DataError(f"data path {path} is a directory; pass a text file with --data")
-    try:
-        with open(path, "rb") as f:
-            empty = not f.read(1)
-    except OSError as e:
-        raise DataError(f"cannot read data file {path}: {e.strerror}") from None
-    if empty:
-        raise DataError(f"data file {path} is empty; pass a text file with --data")
-
-
 @dataclass
 class TokenData:
     """The encoded text, split, and where it came from."""
@@ -57,10 +40,10 @@ class TokenData:
 
 
 def read_text(path: Path, tokenizer: CharTokenizer | None = None) -> TokenData:
-    """Read the text at path whole and encode it one token per character: with tokenizer (a checkpoint's), or
-    with the text's own characters, sorted, as the vocabulary. The first TRAIN_FRACTION trains."""
+    """Read the text file at path whole and encode it one token per character: with tokenizer (a
+    checkpoint's), or with the text's own characters, sorted, as the vocabulary. The first TRAIN_FRACTION
+    trains. (A path that is not a file goes to extras/dataset.py, whose check_text_file says what it is.)"""
     t0 = time.perf_counter()
-    check_text_file(path)
     try:
         raw = path.read_bytes()
         text = raw.decode("utf-8")
@@ -69,6 +52,8 @@ def read_text(path: Path, tokenizer: CharTokenizer | None = None) -> TokenData:
                         "pass a UTF-8 text file with --data") from None
     except OSError as e:
         raise DataError(f"cannot read data file {path}: {e.strerror}") from None
+    if not raw:
+        raise DataError(f"data file {path} is empty; pass a text file with --data")
     text = text.replace("\r\n", "\n").replace("\r", "\n")  # newlines as open() reads them in text mode
     tokenizer = tokenizer or CharTokenizer.from_text(text)
     missing = tokenizer.unknown(text)

@@ -535,7 +535,7 @@ def test_loss_png_draws_the_train_log_and_still_plots_a_run_without_one(tmp_path
     figures, real_savefig = [], Figure.savefig
     monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (figures.append(fig), real_savefig(fig, *a, **k))[1])
     metrics_path = tmp_path / "metrics.csv"
-    metrics.start_metrics(metrics_path, keep_up_to=None)
+    metrics.restart_csv(metrics_path, metrics.METRICS_COLUMNS, keep_up_to=None)
     for step, train_loss, val_loss, lr in [(0, 4.2, 4.2, 1e-4), (20, 2.5, 2.6, 1e-3), (40, 2.0, 2.2, 2e-4)]:
         metrics.append_metrics(metrics_path, [step, train_loss, val_loss, 6.0, lr, 1000.0, 1.0])
 
