@@ -200,7 +200,31 @@ def test_a_default_run_reads_no_advanced_module(small_text, tmp_path):
     assert run.returncode == 0, run.stderr
     loaded = set(eval(run.stdout.strip().splitlines()[-1]))
     assert loaded.isdisjoint({"extras.modern", "extras.engine", "extras.bpe", "extras.inside", "extras.streaming",
-                              "extras.distributed", "extras.resume", "extras.download", "extras.compiling"}), loaded
+                              "extras.distributed", "extras.resume", "extras.download", "extras.compiling",
+                              "extras.failures", "extras.flag_help", "extras.gpu", "extras.cpu",
+                              "extras.commands", "extras.checkpoint", "extras.dataset"}), loaded
+
+
+def _budget_table(stderr: str) -> tuple[int, set[str]]:
+    """docs/import_budget.py's table (the end of stderr): the total and the files it counted."""
+    rows = re.findall(r"^\s*([\d,]+) (\S+\.py)$", stderr, flags=re.M)
+    total = re.findall(r"^\s*([\d,]+) lines in \d+ files$", stderr, flags=re.M)[-1]
+    return int(total.replace(",", "")), {name for _, name in rows}
+
+
+def test_a_default_cpu_run_imports_at_most_1800_lines_of_project_code(small_text, tmp_path):
+    # `python train.py` on a CPU (the quick run, given a small text and cut to a second) loads the workshop's
+    # files and the modules that run it, nothing for a flag it was not given or a failure it did not have.
+    run = subprocess.run([sys.executable, str(ROOT / "docs" / "import_budget.py"), "train.py", "--data",
+                          str(small_text), "--out_dir", str(tmp_path), "--time_budget", "1"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    total, files = _budget_table(run.stderr)
+    assert 1000 < total <= 1800, run.stderr[-2000:]
+    assert {"train.py", "model.py", "extras/run.py"} <= files
+    assert files.isdisjoint({"extras/failures.py", "extras/flag_help.py", "extras/gpu.py", "extras/cpu.py",
+                             "extras/commands.py", "extras/checkpoint.py", "extras/dataset.py",
+                             "extras/distributed.py", "extras/resume.py", "extras/modern.py"}), files
 
 
 def test_generate_py_imports_at_most_1000_lines_of_project_code(small_text, tmp_path):
@@ -210,8 +234,9 @@ def test_generate_py_imports_at_most_1000_lines_of_project_code(small_text, tmp_
                           str(tmp_path / "best.pt"), "--max_new_tokens", "3"], cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stderr
-    total = int(run.stderr.strip().splitlines()[-1].split()[0].replace(",", ""))
+    total, files = _budget_table(run.stderr)
     assert 500 < total <= 1000, run.stderr
+    assert files.isdisjoint({"extras/run.py", "extras/files.py", "extras/metrics.py", "extras/dataset.py"}), files
 
 
 def test_ci_fails_where_the_corpus_tests_would_skip(tmp_path, monkeypatch):
