@@ -3,6 +3,7 @@ RunControls, model.py's GPTConfig): the comment beside each field, and its defau
 once, where a learner reads it. Imported only when --help is asked for.
 """
 
+import functools
 import inspect
 import re
 from dataclasses import fields
@@ -10,6 +11,7 @@ from dataclasses import fields
 from model import PRESETS, GPTConfig
 
 
+@functools.cache  # one read of each dataclass's source, not one per flag
 def field_comments(cls) -> dict[str, str]:
     """{field name: the comment that ends its line} for the dataclass cls, read from its source file."""
     names, comments = {f.name for f in fields(cls)}, {}

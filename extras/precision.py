@@ -92,7 +92,8 @@ def make_precision(device: str = "auto", dtype: str = "auto", compile: str = "of
         dev = torch.device("cuda", local_rank)
     dt, dtype_why = pick_dtype(dev, dtype)
     use_compile, compile_why = pick_compile(dev, compile)
-    if dev.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # TF32: every float32 matmul from here on
-    return Precision(dev, dt, use_compile, tf32=dev.type == "cuda",
+    tf32 = dev.type == "cuda"
+    if tf32:
+        torch.set_float32_matmul_precision("high")  # every float32 matmul from here on
+    return Precision(dev, dt, use_compile, tf32,
                      reasons=(device_why, dtype_why, compile_why))

@@ -331,6 +331,17 @@ def test_the_gloo_side_group_is_as_patient_as_the_main_group(monkeypatch):
     assert distributed.TIMEOUT.total_seconds() > 30 * 60  # more than the 30-minute default a group would get
 
 
+def test_torchrun_refuses_apple_mps_before_joining_a_group(monkeypatch):
+    calls = _pretend_torchrun_on_gpus(monkeypatch, nccl=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a Mac: MPS, no CUDA
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    for device in ("auto", "mps"):
+        with pytest.raises(cli.CLIError, match="torch.distributed cannot use Apple MPS; add --device cpu"):
+            distributed.start_ranks(device)
+    assert "main" not in calls  # no process group was started
+    assert distributed.start_ranks("cpu").world_size == 2 and calls["main"][0] == "gloo"
+
+
 def test_gloo_where_nccl_is_missing_even_with_cuda(monkeypatch):
     calls = _pretend_torchrun_on_gpus(monkeypatch, nccl=False)  # Windows: CUDA but no nccl
     ranks = distributed.start_ranks("auto")
